@@ -1,0 +1,32 @@
+"""Environments: BabyAI GoTo levels on navix, percepts, situation keys, text and the BFS oracle."""
+
+from . import constants
+from .babyai import BabyAIGoTo, BabyAIState
+from .oracle import oracle_actions, oracle_distance
+from .percept import Percept, percept, percept_from_image, situation_key
+from .registry import BABYAI_LEVELS, env_ids, make
+from .scene import Scene, mission_of, scene_of
+from .text import describe, mission_text, prompt
+from .view import egocentric_view
+
+__all__ = [
+    "BABYAI_LEVELS",
+    "BabyAIGoTo",
+    "BabyAIState",
+    "Percept",
+    "Scene",
+    "constants",
+    "describe",
+    "egocentric_view",
+    "env_ids",
+    "make",
+    "mission_of",
+    "mission_text",
+    "oracle_actions",
+    "oracle_distance",
+    "percept",
+    "percept_from_image",
+    "prompt",
+    "scene_of",
+    "situation_key",
+]

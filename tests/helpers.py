@@ -1,0 +1,29 @@
+"""Small builders shared by the tests: hand-made BabyAI scenes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bidijax.envs import constants as C
+from bidijax.envs.babyai import BabyAIState
+from bidijax.envs.scene import Scene
+
+
+def room(size: int = 8) -> np.ndarray:
+    """MiniGrid cells of an empty walled room, ``uint8[size, size, 3]`` indexed (row, col)."""
+    cells = np.zeros((size, size, 3), np.uint8)
+    cells[...] = (C.WALL, C.GREY, 0)
+    cells[1:-1, 1:-1] = (C.EMPTY, 0, 0)
+    return cells
+
+
+def state(cells, pos, direction, carrying=(0, 0, 0), mission=(C.TASK_GOTO, C.RED, C.BALL, C.ARTICLE_THE)):
+    scene = Scene(
+        cells=jnp.asarray(cells, jnp.uint8),
+        agent_pos=jnp.asarray(pos, jnp.int32),
+        agent_dir=jnp.asarray(direction, jnp.int32),
+        carrying=jnp.asarray(carrying, jnp.uint8),
+    )
+    return BabyAIState(key=jax.random.PRNGKey(0), scene=scene, mission=jnp.asarray(mission, jnp.int32))
