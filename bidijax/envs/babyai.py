@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import navix as nx
 from flax import struct
 from navix.environments.environment import StepType, Timestep
@@ -49,30 +50,21 @@ def _interior(room_size: int) -> jax.Array:
     return inner.at[1:-1, 1:-1].set(True)
 
 
-def _sample_cell(key: jax.Array, allowed: jax.Array) -> jax.Array:
-    """A uniformly random (row, col) among the ``allowed`` cells."""
-    flat = jax.random.categorical(key, jnp.where(allowed.reshape(-1), 0.0, -jnp.inf))
-    return jnp.stack(jnp.divmod(flat, allowed.shape[1])).astype(jnp.int32)
-
-
 def _reachable_objects(cells: jax.Array, agent_pos: jax.Array) -> jax.Array:
-    """Bool grid of cells reachable from the agent without moving objects (MiniGrid's check)."""
-    free = cells[..., 0] == C.EMPTY
-    reach = jnp.zeros(free.shape, bool).at[agent_pos[0], agent_pos[1]].set(True)
+    """Bool grid of cells reachable from the agent without moving objects (MiniGrid's check).
 
-    def grow(r):
-        expand = r & (free | jnp.zeros_like(r).at[agent_pos[0], agent_pos[1]].set(True))
-        nb = jnp.zeros_like(r)
-        nb = nb.at[1:].set(nb[1:] | expand[:-1]).at[:-1].set(nb[:-1] | expand[1:])
-        nb = nb.at[:, 1:].set(nb[:, 1:] | expand[:, :-1]).at[:, :-1].set(nb[:, :-1] | expand[:, 1:])
-        return r | nb
+    A reached cell is expanded further only when it is empty (or the agent's own cell).
+    """
+    start = jnp.zeros(cells.shape[:2], bool).at[agent_pos[0], agent_pos[1]].set(True)
+    passable = (cells[..., 0] == C.EMPTY) | start
 
     def body(carry):
-        r, _ = carry
-        new = grow(r)
-        return new, jnp.any(new != r)
+        reach, _ = carry
+        p = jnp.pad(reach & passable, 1)
+        new = reach | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
+        return new, jnp.any(new != reach)
 
-    reach, _ = jax.lax.while_loop(lambda c: c[1], body, (reach, jnp.asarray(True)))
+    reach, _ = jax.lax.while_loop(lambda c: c[1], body, (start, jnp.asarray(True)))
     return reach
 
 
@@ -96,16 +88,29 @@ class BabyAIGoTo(nx.Environment):
         return self.num_dists + (self.target is not None)
 
     def _layout(self, key: jax.Array):
-        n = self.room_size
-        k_agent, k_dir, k_objs, k_types, k_cols, k_pick = jax.random.split(key, 6)
+        """Draw one layout: (scene, mission ints, whether it passes the reachability check).
+
+        All randomness comes from two draws (cheap to compile): random bits per cell, whose
+        argmax over the allowed cells is a uniform placement (agent, then each object), and
+        uniforms for the rest.
+        """
+        n, m = self.room_size, self.num_objects
+        k_cells, k_rest = jax.random.split(key)
+        noise = jax.random.bits(k_cells, (m + 1, n, n)) >> 1  # 31 random bits per cell
+        u = jax.random.uniform(k_rest, (2 * m + 2,))
+        pick = lambda x, k: jnp.minimum(jnp.floor(x * k), k - 1).astype(jnp.int32)
         interior = _interior(n)
-        agent_pos = _sample_cell(k_agent, interior)
-        agent_dir = jax.random.randint(k_dir, (), 0, 4, dtype=jnp.int32)
+
+        def place(noise, allowed):
+            flat = jnp.argmax(jnp.where(allowed, noise | np.uint32(1 << 31), np.uint32(0)))
+            return jnp.stack(jnp.divmod(flat, n)).astype(jnp.int32)
+
+        agent_pos = place(noise[0], interior)
+        agent_dir = pick(u[0], 4)
         rows, cols = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")
         far = jnp.abs(rows - agent_pos[0]) + jnp.abs(cols - agent_pos[1]) >= 2
-        m = self.num_objects
-        types = jax.random.choice(k_types, jnp.asarray([C.KEY, C.BALL, C.BOX]), (m,))
-        colours = jax.random.randint(k_cols, (m,), 0, len(C.COLOR_NAMES))
+        types = jnp.asarray([C.KEY, C.BALL, C.BOX])[pick(u[1 : 1 + m], 3)]
+        colours = pick(u[1 + m : 1 + 2 * m], len(C.COLOR_NAMES))
         if self.grey_dists:
             colours = jnp.full((m,), C.GREY)
         if self.target is not None:
@@ -113,65 +118,89 @@ class BabyAIGoTo(nx.Environment):
             colours = colours.at[0].set(self.target[1])
         occupied = jnp.zeros((n, n), bool)
         positions = []
-        for k in jax.random.split(k_objs, m):
-            pos = _sample_cell(k, interior & far & ~occupied)
+        for i in range(m):
+            pos = place(noise[i + 1], interior & far & ~occupied)
             occupied = occupied.at[pos[0], pos[1]].set(True)
             positions.append(pos)
         positions = jnp.stack(positions)
-        cells = jnp.where(interior[..., None], jnp.asarray((C.EMPTY, 0, 0), jnp.uint8), jnp.asarray((C.WALL, C.GREY, 0), jnp.uint8))
+        cells = jnp.where(
+            interior[..., None],
+            jnp.asarray((C.EMPTY, 0, 0), jnp.uint8),
+            jnp.asarray((C.WALL, C.GREY, 0), jnp.uint8),
+        )
         codes = jnp.stack([types, colours, jnp.zeros_like(types)], -1).astype(jnp.uint8)
         cells = cells.at[positions[:, 0], positions[:, 1]].set(codes)
-        tgt = 0 if self.target is not None else jax.random.randint(k_pick, (), 0, m)
+        tgt = 0 if self.target is not None else pick(u[-1], m)
         ok = jnp.asarray(True)
         if self.check_reachable:
             reach = _reachable_objects(cells, agent_pos)
             ok = jnp.all(reach[positions[:, 0], positions[:, 1]])
         matches = jnp.sum((types == types[tgt]) & (colours == colours[tgt]))
-        mission = jnp.stack(
-            [jnp.int32(C.TASK_GOTO), colours[tgt], types[tgt], jnp.where(matches > 1, C.ARTICLE_A, C.ARTICLE_THE)]
-        ).astype(jnp.int32)
+        article = jnp.where(matches > 1, C.ARTICLE_A, C.ARTICLE_THE)
+        mission = jnp.stack([jnp.int32(C.TASK_GOTO), colours[tgt], types[tgt], article]).astype(jnp.int32)
         scene = Scene(cells=cells, agent_pos=agent_pos, agent_dir=agent_dir, carrying=jnp.zeros(3, jnp.uint8))
         return scene, mission, ok
 
-    def _reset(self, key: jax.Array, cache=None) -> Timestep:
+    def _initial_state(self, key: jax.Array) -> BabyAIState:
+        """A fresh episode's state; layouts failing the reachability check are redrawn."""
+        if not self.check_reachable:
+            scene, mission, _ = self._layout(key)
+            return BabyAIState(key=key, scene=scene, mission=mission)
+
         def body(carry):
             k, _, _, _ = carry
             k, sub = jax.random.split(k)
-            scene, mission, ok = self._layout(sub)
-            return k, scene, mission, ok
+            return (k,) + self._layout(sub)
 
-        key, sub = jax.random.split(key)
-        scene, mission, ok = self._layout(sub)
-        if self.check_reachable:
-            _, scene, mission, _ = jax.lax.while_loop(lambda c: ~c[3], body, (key, scene, mission, ok))
-        state = BabyAIState(key=key, scene=scene, mission=mission)
-        return Timestep(
-            t=jnp.asarray(0, jnp.int32),
+        shapes = jax.eval_shape(self._layout, key)
+        dummy = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        key, scene, mission, _ = jax.lax.while_loop(lambda c: ~c[3], body, (key,) + dummy)
+        return BabyAIState(key=key, scene=scene, mission=mission)
+
+    def _reset(self, key: jax.Array, cache=None) -> Timestep:
+        return self._timestep(self._initial_state(key), jnp.int32(0), jnp.int32(-1), jnp.float32(0), jnp.int32(0))
+
+    def _timestep(self, state, t, action, reward, step_type, ret=None) -> Timestep:
+        ts = Timestep(
+            t=jnp.asarray(t, jnp.int32),
             observation=observation(state),
-            action=jnp.asarray(-1, jnp.int32),
-            reward=jnp.asarray(0.0, jnp.float32),
-            step_type=jnp.asarray(0, jnp.int32),
+            action=jnp.asarray(action, jnp.int32),
+            reward=jnp.asarray(reward, jnp.float32),
+            step_type=jnp.asarray(step_type, jnp.int32),
             state=state,
         )
+        ts.info["return"] = jnp.asarray(reward if ret is None else ret, jnp.float32)
+        return ts
 
     def reset(self, key: jax.Array, cache=None) -> Timestep:
         k1, k2 = jax.random.split(key)
-        timestep = self._reset(k1)
-        timestep.info["return"] = jnp.asarray(0.0, jnp.float32)
-        return timestep.replace(state=timestep.state.replace(key=k2))
+        state = self._initial_state(k1).replace(key=k2)
+        return self._timestep(state, 0, -1, 0.0, 0)
 
     def step(self, timestep: Timestep, action: jax.Array) -> Timestep:
-        """Navix contract: a timestep whose episode ended is reset (lazily) and ``action`` ignored."""
-        return jax.lax.cond(
-            timestep.step_type > 0,
-            lambda ts: self.reset(ts.state.key),
-            lambda ts: self._step(ts, action),
-            timestep,
+        """Navix contract: a timestep whose episode ended is reset (lazily) and ``action`` ignored.
+
+        The reset and the transition are both computed on states, then selected; the observation
+        is rendered once, from the selected state.
+        """
+        action = jnp.asarray(action, jnp.int32)
+        done = timestep.step_type > 0
+        k1, k2 = jax.random.split(timestep.state.key)
+        fresh = self._initial_state(k1).replace(key=k2)
+        moved, reward, step_type = self._transition(timestep, action)
+        pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)
+        state = pick(fresh, moved)
+        t = jnp.where(done, 0, timestep.t + 1)
+        reward = jnp.where(done, 0.0, reward)
+        ret = jnp.where(done, 0.0, timestep.info.get("return", jnp.float32(0)) + reward)
+        return self._timestep(
+            state, t, jnp.where(done, -1, action), reward, jnp.where(done, 0, step_type), ret
         )
 
-    def _step(self, timestep: Timestep, action: jax.Array) -> Timestep:
+    def _transition(self, timestep: Timestep, action: jax.Array):
+        """MiniGrid's transition, success check and reward for one action."""
         state = timestep.state
-        scene = transition(state.scene, jnp.asarray(action, jnp.int32))
+        scene = transition(state.scene, action)
         t = timestep.t + 1
         front = cell_at(scene.cells, front_pos(scene))
         success = (front[0] == state.mission[2]) & (front[1] == state.mission[1])
@@ -179,17 +208,7 @@ class BabyAIGoTo(nx.Environment):
         step_type = jnp.where(
             success, StepType.TERMINATION, jnp.where(t >= self.max_steps, StepType.TRUNCATION, StepType.TRANSITION)
         ).astype(jnp.int32)
-        new_state = state.replace(scene=scene)
-        new = Timestep(
-            t=t,
-            observation=observation(new_state),
-            action=jnp.asarray(action, jnp.int32),
-            reward=reward,
-            step_type=step_type,
-            state=new_state,
-        )
-        new.info["return"] = timestep.info.get("return", jnp.asarray(0.0, jnp.float32)) + reward
-        return new
+        return state.replace(scene=scene), reward, step_type
 
 
 def transition(scene: Scene, action: jax.Array) -> Scene:

@@ -30,26 +30,38 @@ def _see_behind(cells: jax.Array) -> jax.Array:
     return ~((obj == C.WALL) | ((obj == C.DOOR) & (state != C.OPEN)))
 
 
+def _sweep_row(mask: jax.Array, see: jax.Array):
+    """One row of ``process_vis``: its left-to-right then right-to-left sweeps, vectorised.
+
+    Returns the row's final mask and the cells it reveals in the row above (farther away).
+    """
+    idx = jnp.arange(C.VIEW)
+    blocked = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(~see)])  # blocked[t]: opaque in [0, t)
+    # left to right: cell k reaches i > k when every cell in [k, i) lets sight through
+    ltr = (idx[None, :] < idx[:, None]) & (blocked[idx][:, None] == blocked[idx][None, :])
+    m1 = mask | jnp.any(ltr & mask[None, :], axis=1)
+    # right to left: cell k reaches i < k when every cell in (i, k] lets sight through
+    rtl = (idx[None, :] > idx[:, None]) & (blocked[idx + 1][:, None] == blocked[idx + 1][None, :])
+    m2 = m1 | jnp.any(rtl & m1[None, :], axis=1)
+    go_right = m1 & see & (idx < C.VIEW - 1)
+    go_left = m2 & see & (idx > 0)
+    above = go_right | go_left
+    above = above | jnp.concatenate([jnp.zeros(1, bool), go_right[:-1]])
+    above = above | jnp.concatenate([go_left[1:], jnp.zeros(1, bool)])
+    return m2, above
+
+
 def visibility(image: jax.Array) -> jax.Array:
     """Boolean ``[7, 7]`` mask of visible cells, propagated exactly as ``Grid.process_vis``."""
-    see = _see_behind(image)
-    n = C.VIEW
-    mask = [[False] * n for _ in range(n)]
-    mask[C.AGENT_VX][C.AGENT_VY] = True
-    for j in reversed(range(n)):
-        for i in range(n - 1):
-            go = jnp.logical_and(mask[i][j], see[i, j])
-            mask[i + 1][j] = jnp.logical_or(mask[i + 1][j], go)
-            if j > 0:
-                mask[i + 1][j - 1] = jnp.logical_or(mask[i + 1][j - 1], go)
-                mask[i][j - 1] = jnp.logical_or(mask[i][j - 1], go)
-        for i in reversed(range(1, n)):
-            go = jnp.logical_and(mask[i][j], see[i, j])
-            mask[i - 1][j] = jnp.logical_or(mask[i - 1][j], go)
-            if j > 0:
-                mask[i - 1][j - 1] = jnp.logical_or(mask[i - 1][j - 1], go)
-                mask[i][j - 1] = jnp.logical_or(mask[i][j - 1], go)
-    return jnp.stack([jnp.stack([jnp.asarray(m) for m in col]) for col in mask])
+    see = _see_behind(image).T  # [j, i]: rows from far to near
+    start = jnp.zeros(C.VIEW, bool).at[C.AGENT_VX].set(True)
+
+    def row(incoming, see_row):
+        final, above = _sweep_row(incoming, see_row)
+        return above, final
+
+    _, rows = jax.lax.scan(row, start, see[::-1])  # nearest row (the agent's) first
+    return rows[::-1].T
 
 
 def egocentric_view(scene: Scene) -> jax.Array:

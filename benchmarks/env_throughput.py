@@ -1,0 +1,492 @@
+"""Random-policy environment throughput: navix step vs step + percept + situation key.
+
+Measures environment steps per second (``num_envs * T / seconds``) of a jitted function that
+runs ``T`` steps of ``num_envs`` vmapped environments under ``jax.lax.scan`` with uniformly
+random actions (navix's lazy autoreset included), side by side for:
+
+* ``BabyAI-GoToRedBallNoDists-v0``: bidijax's BabyAI GoTo level (8x8 room, walls included,
+  one red ball, MiniGrid 7x7 egocentric image with occlusion as observation, 64 steps max);
+* ``Navix-DoorKey-5x5-v0``: navix's DoorKey through ``bidijax.envs.make`` (full-grid symbolic
+  observation, MiniGrid's 250 steps max);
+* ``navix Empty-8x8 1st-person``: ``navix.make("Navix-Empty-8x8-v0", max_steps=64,
+  observation_fn=navix.observations.symbolic_first_person)``, navix's own 8x8 single room
+  (walls included, a goal square) with a 7x7 egocentric symbolic view (no occlusion): the
+  native navix reference the BabyAI rows are compared with.
+
+Two variants per (env, num_envs): ``plain`` (step only) and ``+percept+key`` (every step's
+new state also goes through ``bidijax.envs.percept`` and ``situation_key``; the keys are
+summed into the scan carry so XLA cannot drop them). Aim: percept + key cost under 30% of the
+step time, i.e. ``(t_with - t_plain) / t_plain < 0.30``.
+
+Method: all functions are compiled first (trace + lower + compile wall time is reported, not
+timed as throughput); each is then warmed up once and timed ``--repeats`` times with
+``block_until_ready``, interleaving environments and variants round-robin so that machine noise
+hits them alike; the median is reported. By default one compiled function serves both variants
+(a ``lax.cond`` on an unbatched flag, so the plain run does not execute the percept branch);
+``--separate`` compiles each variant on its own instead (more compile time, lets XLA fuse the
+percept with the step). ``--breakdown`` also times cumulative stages of the percept pipeline
+(scene, view without occlusion, view, percept, key) to show where its time goes.
+
+    python benchmarks/env_throughput.py              # default: 64 / 1024 / 4096 envs
+    python benchmarks/env_throughput.py --quick      # smoke run
+    python benchmarks/env_throughput.py --breakdown  # + per-stage percept profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import navix as nx
+import numpy as np
+
+import bidijax.envs as be
+
+# ``bidijax.envs.percept`` is the function (it shadows the submodule on the package), so fetch the
+# modules themselves from ``sys.modules``.
+percept_mod = importlib.import_module("bidijax.envs.percept")
+view_mod = importlib.import_module("bidijax.envs.view")
+
+AIM = 0.30
+BABYAI_ID = "BabyAI-GoToRedBallNoDists-v0"
+NATIVE = "navix Empty-8x8 1st-person"
+NO_RESET = "step without autoreset"
+
+
+def _env_specs() -> dict:
+    """name -> (description, factory). The first entry is compared with ``NATIVE``."""
+    return {
+        BABYAI_ID: (
+            "bidijax BabyAI GoTo: 8x8 room incl. walls, 1 red ball, obs = MiniGrid 7x7 egocentric image "
+            "with occlusion, max_steps 64",
+            lambda: be.make(BABYAI_ID),
+        ),
+        "Navix-DoorKey-5x5-v0": (
+            "navix DoorKey 5x5 via bidijax.envs.make: obs = full-grid symbolic, max_steps 250",
+            lambda: be.make("Navix-DoorKey-5x5-v0"),
+        ),
+        NATIVE: (
+            'navix.make("Navix-Empty-8x8-v0", max_steps=64, observation_fn=symbolic_first_person): native '
+            "navix 8x8 single room incl. walls, 1 goal, obs = 7x7 egocentric symbolic view (no occlusion)",
+            lambda: nx.make("Navix-Empty-8x8-v0", max_steps=64, observation_fn=nx.observations.symbolic_first_person),
+        ),
+    }
+
+
+def _navix_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("navix")
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _source_fingerprint() -> str:
+    """sha1 (12 hex) of bidijax's Python sources and the newest file's mtime: the code measured."""
+    root = os.path.dirname(os.path.abspath(be.__file__))
+    root = os.path.dirname(root)  # the bidijax package
+    h, newest = hashlib.sha1(), 0.0
+    for dirpath, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                with open(path, "rb") as fh:
+                    h.update(path[len(root) :].encode() + b"\0" + fh.read())
+                newest = max(newest, os.path.getmtime(path))
+    return f"{h.hexdigest()[:12]} (newest file {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))})"
+
+
+def _num_actions(env) -> int:
+    return int(env.action_space.maximum) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What is computed on each step's new timestep (vmapped over envs), reduced to uint32[2]
+
+
+def _fold(x: jax.Array) -> jax.Array:
+    """Sum of every element of ``x`` (any int/bool dtype) as ``uint32[2]``: cheap and unskippable."""
+    s = jnp.sum(x.astype(jnp.uint32))
+    return jnp.stack([s, s])
+
+
+def _key_of_state(state) -> jax.Array:
+    return be.situation_key(be.mission_of(state), be.percept(state))
+
+
+def _stage_key(ts) -> jax.Array:
+    return jnp.sum(jax.vmap(_key_of_state)(ts.state), axis=0, dtype=jnp.uint32)
+
+
+def _stage_scene(ts) -> jax.Array:
+    sc = jax.vmap(be.scene_of)(ts.state)
+    return _fold(sc.cells) + _fold(sc.agent_pos) + _fold(sc.agent_dir) + _fold(sc.carrying)
+
+
+def _stage_view_noocc(ts) -> jax.Array:
+    # MiniGrid view gather only: occlusion replaced (at trace time) by "everything visible"
+    with mock.patch.object(view_mod, "visibility", lambda image: jnp.ones(image.shape[:2], bool)):
+        img = jax.vmap(lambda s: be.egocentric_view(be.scene_of(s)))(ts.state)
+    return _fold(img)
+
+
+def _stage_view(ts) -> jax.Array:
+    return _fold(jax.vmap(lambda s: be.egocentric_view(be.scene_of(s)))(ts.state))
+
+
+def _stage_percept(ts) -> jax.Array:
+    words = jax.vmap(lambda s: percept_mod.percept_words(be.mission_of(s), be.percept(s)))(ts.state)
+    return _fold(words)
+
+
+def _stage_key_from_obs(ts) -> jax.Array:
+    # BabyAI only: the step's observation already is MiniGrid's image; percept it directly
+    def one(obs, state):
+        p = be.percept_from_image(obs["image"], be.scene_of(state).carrying)
+        return be.situation_key(be.mission_of(state), p)
+
+    return jnp.sum(jax.vmap(one)(ts.observation, ts.state), axis=0, dtype=jnp.uint32)
+
+
+def _stages(env_name: str, obs) -> list[tuple[str, object]]:
+    stages = [
+        ("step only", None),
+        ("+ scene_of", _stage_scene),
+        ("+ view gather, no occlusion", _stage_view_noocc),
+        ("+ view (gather + occlusion)", _stage_view),
+        ("+ percept (view, walls, nonzero)", _stage_percept),
+        ("+ percept + situation_key", _stage_key),
+    ]
+    if isinstance(obs, dict) and "image" in obs and tuple(obs["image"].shape[-3:]) == (7, 7, 3):
+        stages.append(("+ percept_from_image(obs) + key", _stage_key_from_obs))
+    return stages
+
+
+def _no_reset(env):
+    """``env.step`` with the autoreset compiled away: the episode-ended flag is replaced by an
+    unbatched constant 0, so XLA folds the reset/step selection (cond or where) to the transition
+    and drops the reset. Episodes then run past their end; the cost per step is what matters."""
+
+    def step(ts, action):
+        return env.step(ts.replace(step_type=np.int32(0)), action)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark functions
+
+
+def _make_run(env, num_envs: int, steps: int, branches: list, step_fn=None):
+    """jit(run)(timestep, key, idx): ``steps`` vmapped steps; branch ``idx`` of ``branches``
+    (None = nothing) is applied to each new timestep and summed into the carry."""
+    n_act = _num_actions(env)
+    fns = [(lambda ts: jnp.zeros(2, jnp.uint32)) if f is None else f for f in branches]
+    step_fn = env.step if step_fn is None else step_fn
+
+    def run(timestep, key, idx):
+        def body(carry, k):
+            ts, acc = carry
+            actions = jax.random.randint(k, (num_envs,), 0, n_act)
+            ts = jax.vmap(step_fn)(ts, actions)
+            if len(fns) == 1:
+                extra = fns[0](ts)
+            else:
+                extra = jax.lax.switch(idx, fns, ts)
+            return (ts, acc + extra), None
+
+        (timestep, acc), _ = jax.lax.scan(body, (timestep, jnp.zeros(2, jnp.uint32)), jax.random.split(key, steps))
+        return timestep, acc
+
+    return jax.jit(run)
+
+
+class Job:
+    """One compiled function and the named variants (branch indices) it is timed with."""
+
+    def __init__(self, env_name, num_envs, steps, variants, fn):
+        self.env_name, self.num_envs, self.steps = env_name, num_envs, steps
+        self.variants = variants  # list of (variant name, branch index)
+        self.fn = fn
+        self.compiled = None
+        self.compile_s = float("nan")
+        self.times = {v: [] for v, _ in variants}
+
+
+def _compile(job: Job, ts0, log) -> Job:
+    t0 = time.perf_counter()
+    job.compiled = job.fn.lower(ts0, jax.random.key(0), jnp.int32(0)).compile()
+    job.compile_s = time.perf_counter() - t0
+    log(f"  compiled {job.env_name} N={job.num_envs} [{', '.join(v for v, _ in job.variants)}] in {job.compile_s:.1f}s")
+    return job
+
+
+def _time_call(job: Job, ts0, idx: int, seed: int) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(job.compiled(ts0, jax.random.key(seed), jnp.int32(idx)))
+    return time.perf_counter() - t0
+
+
+def _run_jobs(jobs: list[Job], init: dict, repeats: int, workers: int, log) -> None:
+    """Compile every job (``workers`` threads), then time them round-robin, variants interleaved."""
+    log(f"compiling {len(jobs)} function(s) with {workers} worker thread(s) ...")
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda j: _compile(j, init[(j.env_name, j.num_envs)], log), jobs))
+    else:
+        for j in jobs:
+            _compile(j, init[(j.env_name, j.num_envs)], log)
+    log("warming up ...")
+    for j in jobs:
+        for _, idx in j.variants:
+            _time_call(j, init[(j.env_name, j.num_envs)], idx, 0)
+    log(f"timing {repeats} round(s) ...")
+    for r in range(repeats):
+        for j in jobs:
+            order = j.variants if r % 2 == 0 else j.variants[::-1]
+            for name, idx in order:
+                j.times[name].append(_time_call(j, init[(j.env_name, j.num_envs)], idx, r + 1))
+
+
+def _initial_timesteps(envs: dict, sizes: list[int], workers: int, log) -> dict:
+    """(env, N) -> batched initial timestep: one jitted reset per env at max(sizes), sliced."""
+    nmax = max(sizes)
+
+    def reset(name):
+        t0 = time.perf_counter()
+        full = jax.block_until_ready(jax.jit(jax.vmap(envs[name].reset))(jax.random.split(jax.random.key(1), nmax)))
+        log(f"  reset {name}: {nmax} envs in {time.perf_counter() - t0:.1f}s (incl. compile)")
+        return name, full
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        fulls = dict(pool.map(reset, list(envs)))
+    return {
+        (name, n): jax.block_until_ready(jax.tree.map(lambda x: x[:n], fulls[name])) for name in envs for n in sizes
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _spread(xs) -> float:
+    """Interquartile range relative to the median (a noise indicator)."""
+    if len(xs) < 4:
+        return (max(xs) - min(xs)) / statistics.median(xs) if xs else float("nan")
+    q = statistics.quantiles(xs, n=4)
+    return (q[2] - q[0]) / statistics.median(xs)
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1e3:,.1f}k" if x == x else "-"
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+
+
+def _steps_for(args, n: int) -> int:
+    return args.steps if args.steps else max(args.min_steps, args.env_steps // n)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 64 envs, 2048 env-steps per call, 2 repeats")
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 4096], help="numbers of envs (default 64 1024 4096)")
+    p.add_argument("--env-steps", type=int, default=32768, help="env-steps per timed call; T = env_steps // num_envs")
+    p.add_argument("--min-steps", type=int, default=16, help="lower bound on T (scan length)")
+    p.add_argument("--steps", type=int, default=0, help="fixed scan length T for every size (overrides --env-steps)")
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per variant (median reported)")
+    p.add_argument("--envs", nargs="+", default=None, help="subset of env names (default: all three)")
+    p.add_argument("--separate", action="store_true", help="compile plain and +percept+key as separate functions")
+    p.add_argument("--breakdown", action="store_true", help="also time cumulative percept stages (one size)")
+    p.add_argument("--breakdown-size", type=int, nargs="+", default=[1024], help="num_envs for --breakdown (default 1024)")
+    p.add_argument("--no-main", action="store_true", help="skip the main table (use with --breakdown)")
+    p.add_argument("--workers", type=int, default=2, help="threads compiling in parallel (default 2)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.env_steps, args.min_steps, args.repeats = [64], 2048, 8, 2
+        args.breakdown_size = [64]
+
+    start = time.perf_counter()
+    lock = threading.Lock()
+
+    def log(msg: str) -> None:
+        with lock:
+            print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    specs = _env_specs()
+    names = list(specs) if args.envs is None else args.envs
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        p.error(f"unknown env(s) {unknown}; choose among {list(specs)}")
+    envs = {n: specs[n][1]() for n in names}
+
+    print("Random-policy env throughput: jit(scan over T steps of vmap(env.step)), uniform random actions")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_navix_version()}")
+    print(f"bidijax sources: sha1 {_source_fingerprint()}")
+    for n in names:
+        print(f"  {n}: {specs[n][0]}")
+    sizes_main = [] if args.no_main else sorted(set(args.sizes))
+    sizes_all = sorted(set(sizes_main + (list(args.breakdown_size) if args.breakdown else [])))
+    print(
+        "T per size: " + ", ".join(f"N={n}: T={_steps_for(args, n)}" for n in sizes_all)
+        + f"; {args.repeats} timed calls per variant (median), compile excluded"
+    )
+    print(
+        f"Aim: percept + situation key cost < {AIM:.0%} of the step, overhead = (t_with - t_plain) / t_plain"
+    )
+    sys.stdout.flush()
+
+    log("resetting ...")
+    init = _initial_timesteps(envs, sizes_all, args.workers, log)
+
+    # ---- main table
+    jobs: list[Job] = []
+    for n in sizes_main:
+        t = _steps_for(args, n)
+        for name, env in envs.items():
+            if args.separate:
+                jobs.append(Job(name, n, t, [("plain", 0)], _make_run(env, n, t, [None])))
+                jobs.append(Job(name, n, t, [("with", 0)], _make_run(env, n, t, [_stage_key])))
+            else:
+                jobs.append(Job(name, n, t, [("plain", 0), ("with", 1)], _make_run(env, n, t, [None, _stage_key])))
+    if jobs:
+        _run_jobs(jobs, init, args.repeats, args.workers, log)
+        res = {}
+        for j in jobs:
+            r = res.setdefault((j.env_name, j.num_envs), {"compile": [], "spread": []})
+            r["compile"].append(j.compile_s)
+            for v, ts in j.times.items():
+                r[v] = j.num_envs * j.steps / _median(ts)
+                r["t_" + v] = _median(ts)
+                r["min_" + v] = min(ts)
+                r["spread"].append(_spread(ts))
+        rows = []
+        for n in sizes_main:
+            for name in names:
+                r = res[(name, n)]
+                over = (r["t_with"] - r["t_plain"]) / r["t_plain"]
+                over_min = (r["min_with"] - r["min_plain"]) / r["min_plain"]
+                ratio = "-"
+                if name == BABYAI_ID and (NATIVE, n) in res:
+                    ratio = f"{r['plain'] / res[(NATIVE, n)]['plain']:.2f}x"
+                rows.append(
+                    [
+                        name,
+                        n,
+                        _fmt_rate(r["plain"]),
+                        _fmt_rate(r["with"]),
+                        f"{over:+.0%}",
+                        "yes" if over < AIM else "NO",
+                        f"{over_min:+.0%}",
+                        "+".join(f"{c:.0f}" for c in r["compile"]),
+                        f"{max(r['spread']):.0%}",
+                        ratio,
+                    ]
+                )
+        print()
+        _print_table(
+            rows,
+            [
+                "env",
+                "num_envs",
+                "steps/s plain",
+                "steps/s +percept+key",
+                "overhead",
+                f"<{AIM:.0%}?",
+                "overhead(min)",
+                "compile s",
+                "noise(IQR)",
+                "BabyAI/native plain",
+            ],
+        )
+        print(
+            "compile s: wall time of trace+lower+compile"
+            + (" (plain+with)" if args.separate else " of one function serving both variants")
+            + f", {args.workers} compile(s) in parallel; noise: interquartile range / median of the timed calls;\n"
+            "overhead(min): the same overhead from the fastest call of each variant (a cross-check on a noisy machine);\n"
+            f"BabyAI/native plain: {BABYAI_ID} plain steps/s over {NATIVE} plain steps/s at the same num_envs."
+        )
+        sys.stdout.flush()
+
+    # ---- breakdown
+    if args.breakdown:
+        bjobs = []
+        for n in sorted(set(args.breakdown_size)):
+            t = _steps_for(args, n)
+            for name, env in envs.items():
+                stages = _stages(name, init[(name, n)].observation)
+                variants = [(s, i) for i, (s, _) in enumerate(stages)]
+                bjobs.append(Job(name, n, t, variants, _make_run(env, n, t, [f for _, f in stages])))
+                bjobs.append(Job(name, n, t, [(NO_RESET, 0)], _make_run(env, n, t, [None], step_fn=_no_reset(env))))
+        _run_jobs(bjobs, init, args.repeats, args.workers, log)
+        print()
+        print("Percept pipeline breakdown: cumulative stages computed on each step's new state, each folding its")
+        print("output into the carry (one compiled function per env and size, lax.switch on the stage), and the")
+        print("step without navix's autoreset (env._step; under vmap the autoreset cond runs reset every step).")
+        rows = []
+        for j in bjobs:
+            if j.variants[0][0] == NO_RESET:
+                continue
+            base = _median(j.times["step only"])
+            prev = base
+            for s, _ in j.variants:
+                tm = _median(j.times[s])
+                rows.append(
+                    [
+                        j.env_name if s == "step only" else "",
+                        j.num_envs if s == "step only" else "",
+                        s,
+                        _fmt_rate(j.num_envs * j.steps / tm),
+                        f"{tm / (j.num_envs * j.steps) * 1e6:.2f}",
+                        "-" if s == "step only" else f"{(tm - base) / base:+.0%}",
+                        "-" if s == "step only" or "from_image" in s else f"{(tm - prev) / base:+.0%}",
+                        f"{_spread(j.times[s]):.0%}",
+                    ]
+                )
+                if "from_image" not in s:
+                    prev = tm
+            (nr,) = [k for k in bjobs if k.env_name == j.env_name and k.num_envs == j.num_envs and k is not j]
+            tm = _median(nr.times[NO_RESET])
+            rows.append(
+                [
+                    "",
+                    "",
+                    NO_RESET,
+                    _fmt_rate(nr.num_envs * nr.steps / tm),
+                    f"{tm / (nr.num_envs * nr.steps) * 1e6:.2f}",
+                    f"{(tm - base) / base:+.0%}",
+                    "-",
+                    f"{_spread(nr.times[NO_RESET]):.0%}",
+                ]
+            )
+            rows.append(["", "", f"(compile: stages {j.compile_s:.0f}s, no-autoreset step {nr.compile_s:.0f}s)"] + [""] * 5)
+        _print_table(rows, ["env", "num_envs", "stage", "steps/s", "us/env-step", "vs step", "this stage", "noise(IQR)"])
+        print("vs step: (t_stage - t_step) / t_step; this stage: increment over the previous stage, as % of the step.")
+    log(f"done in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
