@@ -67,7 +67,7 @@ N_TRAJ = {level: 150 for level in LEVELS}
 N_MG_POLICY = 1000
 #: Bidijax resets per level for the distribution tests, drawn in fixed-size compiled chunks.
 N_BJ_RESETS = 20000
-BJ_CHUNK = 256
+BJ_CHUNK = 2500
 #: Wall-clock budget for drawing bidijax resets of one level: a very slow reset (e.g. a
 #: rejection sampler that almost never accepts) still gets tested, on fewer samples.
 BJ_RESET_BUDGET_S = 10.0
@@ -320,7 +320,7 @@ def bj_resets(level: str) -> dict:
     base = jax.random.PRNGKey(20240 + LEVELS.index(level))
     chunks = []
     start = time.perf_counter()
-    for i in range(N_BJ_RESETS // BJ_CHUNK + 1):
+    for i in range(-(-N_BJ_RESETS // BJ_CHUNK)):
         out = fn(jax.random.split(jax.random.fold_in(base, i), BJ_CHUNK))
         chunks.append(jax.device_get(out))
         if i == 0:
