@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("envs",)
+_SUBMODULES = ("envs", "hints", "feedback", "student")
 
 
 def __getattr__(name: str):

@@ -2,8 +2,9 @@
 
 from . import constants
 from .babyai import BabyAIGoTo, BabyAIState
+from .gymnax_adapter import GymnaxEnv, from_gymnax
 from .oracle import oracle_actions, oracle_distance
-from .percept import Percept, percept, percept_from_image, situation_key
+from .perception import Percept, percept, percept_from_image, situation_key
 from .registry import BABYAI_LEVELS, env_ids, make
 from .scene import Scene, mission_of, scene_of
 from .text import describe, mission_text, prompt
@@ -19,6 +20,8 @@ __all__ = [
     "describe",
     "egocentric_view",
     "env_ids",
+    "from_gymnax",
+    "GymnaxEnv",
     "make",
     "mission_of",
     "mission_text",

@@ -29,20 +29,25 @@ from .view import egocentric_view
 
 
 class BabyAIState(struct.PyTreeNode):
-    """State of a BabyAI GoTo episode: the scene, the mission integers and an RNG key."""
+    """State of a BabyAI GoTo episode: the scene, the mission integers and an RNG key.
+
+    ``view`` caches the scene's egocentric image (``with_view`` renders it), so observations
+    and percepts render the view once per step.
+    """
 
     key: jax.Array
     scene: Scene
     mission: jax.Array  # int32[4]: (task, colour, object type, article)
+    view: jax.Array | None = None  # uint8[7, 7, 3]
+
+    def with_view(self) -> "BabyAIState":
+        return self.replace(view=egocentric_view(self.scene))
 
 
 def observation(state: BabyAIState) -> dict:
     """MiniGrid-style observation: the egocentric image, the direction and the mission ints."""
-    return {
-        "image": egocentric_view(state.scene),
-        "direction": state.scene.agent_dir,
-        "mission": state.mission,
-    }
+    image = egocentric_view(state.scene) if state.view is None else state.view
+    return {"image": image, "direction": state.scene.agent_dir, "mission": state.mission}
 
 
 def _interior(room_size: int) -> jax.Array:
@@ -161,6 +166,7 @@ class BabyAIGoTo(nx.Environment):
         return self._timestep(self._initial_state(key), jnp.int32(0), jnp.int32(-1), jnp.float32(0), jnp.int32(0))
 
     def _timestep(self, state, t, action, reward, step_type, ret=None) -> Timestep:
+        state = state.with_view()
         ts = Timestep(
             t=jnp.asarray(t, jnp.int32),
             observation=observation(state),
@@ -197,6 +203,12 @@ class BabyAIGoTo(nx.Environment):
             state, t, jnp.where(done, -1, action), reward, jnp.where(done, 0, step_type), ret
         )
 
+    def _step(self, timestep: Timestep, action: jax.Array) -> Timestep:
+        """One transition without the autoreset (navix's ``_step``)."""
+        state, reward, step_type = self._transition(timestep, jnp.asarray(action, jnp.int32))
+        ret = timestep.info.get("return", jnp.float32(0)) + reward
+        return self._timestep(state, timestep.t + 1, action, reward, step_type, ret)
+
     def _transition(self, timestep: Timestep, action: jax.Array):
         """MiniGrid's transition, success check and reward for one action."""
         state = timestep.state
@@ -208,7 +220,7 @@ class BabyAIGoTo(nx.Environment):
         step_type = jnp.where(
             success, StepType.TERMINATION, jnp.where(t >= self.max_steps, StepType.TRUNCATION, StepType.TRANSITION)
         ).astype(jnp.int32)
-        return state.replace(scene=scene), reward, step_type
+        return state.replace(scene=scene, view=None), reward, step_type
 
 
 def transition(scene: Scene, action: jax.Array) -> Scene:

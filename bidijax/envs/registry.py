@@ -42,7 +42,8 @@ def make(env_id: str, **overrides):
 
     BabyAI ids accept ``room_size``, ``max_steps``, ``num_dists`` and ``gamma`` overrides. Navix
     ids accept what ``navix.make`` does; their ``max_steps`` defaults to MiniGrid's limit for the
-    level rather than navix's flat 100.
+    level rather than navix's flat 100. ``gymnax:<id>`` (e.g. ``gymnax:CartPole-v1``) wraps a
+    gymnax environment with the same contract (see ``gymnax_adapter``).
     """
     if env_id in BABYAI_LEVELS:
         from .babyai import make_goto
@@ -57,8 +58,17 @@ def make(env_id: str, **overrides):
         return make_goto(**kwargs)
     import navix as nx
 
+    if env_id.startswith("gymnax:"):
+        from .gymnax_adapter import from_gymnax
+
+        import gymnax
+
+        name = env_id[len("gymnax:") :]
+        if name not in gymnax.registered_envs:
+            raise ValueError(f"unknown gymnax id {name!r}; known: {', '.join(gymnax.registered_envs)}")
+        return from_gymnax(name, **overrides)
     if env_id not in nx.registry():
-        raise ValueError(f"unknown env id {env_id!r}; known ids: {', '.join(env_ids())}")
+        raise ValueError(f"unknown env id {env_id!r}; known ids: {', '.join(env_ids())} (or gymnax:<id>)")
     if "max_steps" not in overrides:
         probe = nx.make(env_id, **overrides)
         overrides = dict(overrides, max_steps=_navix_max_steps(env_id, probe.height, probe.width))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import constants as C
-from .percept import Percept
+from .perception import Percept
 
 _MISSIONS = {
     C.TASK_GOAL: "get to the green goal square",

@@ -30,38 +30,46 @@ def _see_behind(cells: jax.Array) -> jax.Array:
     return ~((obj == C.WALL) | ((obj == C.DOOR) & (state != C.OPEN)))
 
 
-def _sweep_row(mask: jax.Array, see: jax.Array):
-    """One row of ``process_vis``: its left-to-right then right-to-left sweeps, vectorised.
+_ROW = np.uint32((1 << C.VIEW) - 1)
+_BIT = np.uint32(1) << np.arange(C.VIEW, dtype=np.uint32)
+#: 7-bit reversal table: turns a right-to-left sweep into a left-to-right one.
+_REVERSE = np.array([int(f"{b:0{C.VIEW}b}"[::-1], 2) for b in range(1 << C.VIEW)], np.uint32)
 
-    Returns the row's final mask and the cells it reveals in the row above (farther away).
+
+def _spread_right(mask: jax.Array, see: jax.Array) -> jax.Array:
+    """Left-to-right sweep on 7-bit rows (bit i = view column i).
+
+    A visible transparent cell reveals its right neighbour, which, if transparent, reveals the
+    next one, and so on: adding ``mask & see`` to ``see`` carries through each run of
+    transparent cells and flips exactly the cells reached, up to the first opaque one.
     """
-    idx = jnp.arange(C.VIEW)
-    blocked = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(~see)])  # blocked[t]: opaque in [0, t)
-    # left to right: cell k reaches i > k when every cell in [k, i) lets sight through
-    ltr = (idx[None, :] < idx[:, None]) & (blocked[idx][:, None] == blocked[idx][None, :])
-    m1 = mask | jnp.any(ltr & mask[None, :], axis=1)
-    # right to left: cell k reaches i < k when every cell in (i, k] lets sight through
-    rtl = (idx[None, :] > idx[:, None]) & (blocked[idx + 1][:, None] == blocked[idx + 1][None, :])
-    m2 = m1 | jnp.any(rtl & m1[None, :], axis=1)
-    go_right = m1 & see & (idx < C.VIEW - 1)
-    go_left = m2 & see & (idx > 0)
-    above = go_right | go_left
-    above = above | jnp.concatenate([jnp.zeros(1, bool), go_right[:-1]])
-    above = above | jnp.concatenate([go_left[1:], jnp.zeros(1, bool)])
-    return m2, above
+    carried = (see + (mask & see)) & _ROW
+    return ((carried ^ see) | mask) & _ROW
 
 
 def visibility(image: jax.Array) -> jax.Array:
-    """Boolean ``[7, 7]`` mask of visible cells, propagated exactly as ``Grid.process_vis``."""
-    see = _see_behind(image).T  # [j, i]: rows from far to near
-    start = jnp.zeros(C.VIEW, bool).at[C.AGENT_VX].set(True)
+    """Boolean ``[7, 7]`` mask of visible cells, propagated exactly as ``Grid.process_vis``.
+
+    Rows are processed from the agent's (nearest) to the farthest, as 7-bit integers: a
+    left-to-right then a right-to-left sweep per row, each visible transparent cell also
+    revealing the cells ahead of it and diagonally ahead in its sweep direction.
+    """
+    see = _see_behind(image).T  # [j, i]
+    see_bits = jnp.sum(jnp.where(see, _BIT, np.uint32(0)), axis=1, dtype=jnp.uint32)
+    reverse = jnp.asarray(_REVERSE)
 
     def row(incoming, see_row):
-        final, above = _sweep_row(incoming, see_row)
-        return above, final
+        m1 = _spread_right(incoming, see_row)
+        m2 = reverse[_spread_right(reverse[m1], reverse[see_row])]
+        go_right = m1 & see_row & (_ROW >> 1)  # columns 0..5 reveal up and up-right
+        go_left = m2 & see_row & (_ROW - 1)  # columns 1..6 reveal up and up-left
+        above = (go_right | (go_right << 1) | go_left | (go_left >> 1)) & _ROW
+        return above, m2
 
-    _, rows = jax.lax.scan(row, start, see[::-1])  # nearest row (the agent's) first
-    return rows[::-1].T
+    start = np.uint32(1 << C.AGENT_VX)
+    _, rows = jax.lax.scan(row, start, see_bits[::-1])  # the agent's row first
+    rows = rows[::-1]
+    return ((rows[None, :] >> jnp.arange(C.VIEW, dtype=jnp.uint32)[:, None]) & 1).astype(bool)
 
 
 def egocentric_view(scene: Scene) -> jax.Array:

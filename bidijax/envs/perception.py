@@ -51,20 +51,28 @@ def percept_from_image(image: jax.Array, carrying: jax.Array, max_objects: int =
     )
     flat = img.reshape(-1, 3)  # i-major, then j: the wrapper's iteration order
     is_obj = (flat[:, 0] > C.WALL).at[vx * C.VIEW + vy].set(False)
-    (idx,) = jnp.nonzero(is_obj, size=max_objects, fill_value=flat.shape[0])
-    i, j = idx // C.VIEW, idx % C.VIEW
-    cell = jnp.concatenate([flat, jnp.zeros((1, 3), jnp.int32)])[idx]
-    valid = idx < flat.shape[0]
-    state = jnp.where(cell[:, 0] == C.DOOR, cell[:, 2], 0)
-    objects = jnp.stack([cell[:, 0], cell[:, 1], state, vy - j, i - vx], axis=-1) * valid[:, None]
+    # slot of each object = its rank in that order; a one-hot select avoids a scatter
+    rank = jnp.cumsum(is_obj) - 1
+    slot = is_obj[:, None] & (rank[:, None] == jnp.arange(max_objects)[None, :])  # [49, K]
+    cell = jnp.arange(flat.shape[0])
+    i, j = cell // C.VIEW, cell % C.VIEW
+    state = jnp.where(flat[:, 0] == C.DOOR, flat[:, 2], 0)
+    feats = jnp.stack([flat[:, 0], flat[:, 1], state, vy - j, i - vx], axis=-1)  # [49, 5]
+    objects = jnp.sum(jnp.where(slot[:, :, None], feats[:, None, :], 0), axis=0)
     carried = carrying.astype(jnp.int32)[:2] * (carrying[0] > 0)
     return Percept(walls=walls, objects=objects, carrying=carried, overflow=jnp.sum(is_obj) > max_objects)
 
 
 def percept(state, max_objects: int = MAX_OBJECTS) -> Percept:
-    """Percept of a bidijax BabyAI state or a navix ``State`` (MiniGrid's view and occlusion)."""
+    """Percept of a bidijax BabyAI state or a navix ``State`` (MiniGrid's view and occlusion).
+
+    BabyAI states keep the egocentric image of their observation, which is reused here.
+    """
     scene = scene_of(state)
-    return percept_from_image(egocentric_view(scene), scene.carrying, max_objects)
+    image = getattr(state, "view", None)
+    if image is None:
+        image = egocentric_view(scene)
+    return percept_from_image(image, scene.carrying, max_objects)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""Student -> teacher feedback, aggregated on device per (hint-table row, action taken).
+
+For every real step of a rollout the student's critic gives a TD error
+``r + gamma * V(s') * (1 - terminal) - V(s)`` and a GAE advantage. ``aggregate`` sums them per
+(table row, action) with ``segment_sum`` into small ``[K, A]`` arrays (sums, sums of squares,
+counts) plus per-row visit counts; only these leave the device.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from typing import Any
+
+
+class Feedback(struct.PyTreeNode):
+    td_sum: jax.Array  # float32[K, A]
+    td_sumsq: jax.Array  # float32[K, A]
+    adv_sum: jax.Array  # float32[K, A]
+    adv_sumsq: jax.Array  # float32[K, A]
+    count: jax.Array  # float32[K, A]: real steps with that (situation, action)
+    visits: jax.Array  # float32[K]: real steps in that situation
+    misses: Any = None  # hints.MissBuffer of the update, when the student reads a table
+
+    def mean_td(self) -> jax.Array:
+        return self.td_sum / jnp.maximum(self.count, 1.0)
+
+    def mean_advantage(self) -> jax.Array:
+        return self.adv_sum / jnp.maximum(self.count, 1.0)
+
+
+def aggregate(rows, actions, td, adv, mask, capacity: int, num_actions: int) -> Feedback:
+    """Sum per-step ``td`` / ``adv`` into ``[capacity, num_actions]`` arrays.
+
+    ``rows``: table row of each step's situation (``capacity`` for a miss, which is dropped);
+    ``mask``: steps that count (real transitions). All inputs share one leading shape.
+    """
+    rows, actions = rows.reshape(-1), actions.reshape(-1)
+    w = (mask.reshape(-1) & (rows < capacity)).astype(jnp.float32)
+    seg = jnp.where(w > 0, rows * num_actions + actions, capacity * num_actions)
+    n = capacity * num_actions + 1
+    s = lambda x: jax.ops.segment_sum(x.reshape(-1) * w, seg, num_segments=n)[:-1].reshape(capacity, num_actions)
+    td, adv = td.astype(jnp.float32), adv.astype(jnp.float32)
+    count = s(jnp.ones_like(td))
+    return Feedback(
+        td_sum=s(td),
+        td_sumsq=s(td * td),
+        adv_sum=s(adv),
+        adv_sumsq=s(adv * adv),
+        count=count,
+        visits=count.sum(axis=1),
+    )
+
+
+def combine(a: Feedback, b: Feedback) -> Feedback:
+    """Feedback of two chunks together (same table)."""
+    return jax.tree.map(jnp.add, a, b)

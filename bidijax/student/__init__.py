@@ -1,0 +1,7 @@
+"""The PPO student: config, networks and the jitted ``make_train``."""
+
+from .config import HINT_MODES, PPOConfig
+from .networks import ActorCritic
+from .ppo import Rollout, RunnerState, Train, gae, make_train
+
+__all__ = ["HINT_MODES", "ActorCritic", "PPOConfig", "Rollout", "RunnerState", "Train", "gae", "make_train"]

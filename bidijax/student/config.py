@@ -1,0 +1,64 @@
+"""Typed configuration of the PPO student."""
+
+from __future__ import annotations
+
+import dataclasses
+
+HINT_MODES = ("none", "distill", "prior", "teacher_policy")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyper-parameters and the way the student uses teacher hints.
+
+    ``hint_mode``: ``none`` (plain PPO), ``distill`` (PPO + ``beta_k * CE(teacher, student)`` on
+    steps whose situation is in the hint table, ``beta_k`` linear from ``beta_start`` to
+    ``beta_end`` over ``anneal_iterations`` updates), ``prior`` (act from
+    ``softmax(student_logits + prior_weight * log teacher_probs)``; the student's own log-probs
+    are trained with the PPO ratio ``pi_student / pi_behaviour``) or ``teacher_policy`` (act from
+    the teacher's table alone; the critic and the student still learn from those steps).
+    """
+
+    num_envs: int = 64
+    num_steps: int = 128
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    lr: float = 2.5e-4
+    anneal_lr: bool = False
+    num_updates: int = 1000  # horizon of the learning-rate annealing
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    clip_value: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden: int = 64
+    hint_mode: str = "none"
+    beta_start: float = 1.0
+    beta_end: float = 0.0
+    anneal_iterations: int = 100
+    prior_weight: float = 1.0
+    miss_buffer_size: int = 1024
+    max_objects: int = 8
+
+    def __post_init__(self):
+        if self.hint_mode not in HINT_MODES:
+            raise ValueError(f"hint_mode={self.hint_mode!r} is not one of {HINT_MODES}")
+        for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "miss_buffer_size", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} must divide num_envs * num_steps = "
+                f"{self.num_envs * self.num_steps}"
+            )
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
+
+    @property
+    def frames_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    def replace(self, **changes) -> "PPOConfig":
+        return dataclasses.replace(self, **changes)

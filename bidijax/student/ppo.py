@@ -1,0 +1,289 @@
+"""PureJaxRL-style PPO for navix-contract environments, reading hint tables inside jit.
+
+``make_train(config, env)`` returns ``Train(init, update, collect)``:
+
+* ``init(key) -> RunnerState``: network parameters, optimiser state, environments, RNG.
+* ``update(runner_state, hint_table) -> (runner_state, metrics, feedback)``: one iteration,
+  ``num_steps`` steps in ``num_envs`` environments, then ``update_epochs`` PPO epochs over
+  ``num_minibatches`` minibatches. Pure and jittable; ``jax.vmap`` both functions to run
+  independent seeds in one program (each seed with its own hint table).
+* ``collect(runner_state, hint_table) -> Rollout``: the rollout part of ``update`` alone (the
+  trajectory, its advantages and TD errors), for inspection and tests.
+
+Navix resets lazily: the step taken from a terminal timestep only resets the environment and
+ignores the action. Such steps are masked out of every loss, statistic and feedback sum; a
+truncated episode bootstraps from the value of its true final observation, a terminated one
+from zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from .. import feedback as fb
+from .. import hints as hn
+from ..envs import constants as C
+from ..envs.oracle import oracle_actions
+from ..envs.perception import percept, situation_key
+from ..envs.scene import mission_of
+from .config import PPOConfig
+from .networks import ActorCritic
+
+LOG_EPS = 1e-8
+
+
+class RunnerState(struct.PyTreeNode):
+    params: Any
+    opt_state: Any
+    timestep: Any
+    key: jax.Array
+    update_idx: jax.Array  # int32: updates done so far
+
+
+class Transition(NamedTuple):
+    obs: Any
+    action: jax.Array
+    logp_behaviour: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    valid: jax.Array  # a real step (not the reset step that follows an episode's end)
+    next_type: jax.Array  # step type of the next timestep: 0 transition, 1 truncated, 2 terminated
+    next_return: jax.Array
+    next_t: jax.Array
+    teacher: jax.Array  # teacher probabilities (uniform on a miss)
+    hit: jax.Array
+    row: jax.Array
+    key: jax.Array
+    kl_teacher: jax.Array  # KL(teacher || student) in the step's situation
+    agree: jax.Array  # teacher argmax is an oracle action (when an oracle is tracked)
+    has_oracle: jax.Array
+
+
+class Rollout(NamedTuple):
+    timestep: Any  # environments after the rollout
+    key: jax.Array
+    traj: Transition  # time-major [num_steps, num_envs]
+    percepts: Any  # (Percept, mission) per step when a table is read, else (None, None)
+    advantages: jax.Array
+    td_errors: jax.Array
+
+
+class Train(NamedTuple):
+    init: Any
+    update: Any
+    collect: Any
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    mask = mask.astype(x.dtype)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def gae(rewards, values, next_values, next_type, gamma: float, lam: float):
+    """Generalised advantage estimates over time-major arrays ``[T, ...]``.
+
+    ``next_type`` is the step type of the timestep each transition leads to: the TD error
+    bootstraps unless the episode terminated, and the recursion stops at any episode end.
+    Returns ``(advantages, td_errors)``.
+    """
+    terminal = (next_type == 2).astype(values.dtype)
+    ended = (next_type > 0).astype(values.dtype)
+    delta = rewards + gamma * next_values * (1.0 - terminal) - values
+
+    def back(carry, x):
+        d, e = x
+        adv = d + gamma * lam * (1.0 - e) * carry
+        return adv, adv
+
+    _, adv = jax.lax.scan(back, jnp.zeros_like(values[0]), (delta, ended), reverse=True)
+    return adv, delta
+
+
+def beta_schedule(config: PPOConfig, update_idx: jax.Array) -> jax.Array:
+    """Distillation weight: linear from ``beta_start`` to ``beta_end`` over ``anneal_iterations``."""
+    frac = jnp.clip(update_idx / max(config.anneal_iterations, 1), 0.0, 1.0)
+    return config.beta_start + frac * (config.beta_end - config.beta_start)
+
+
+def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
+    """Build ``init`` and ``update`` for ``env`` (see the module docstring)."""
+    num_actions = int(env.action_space.n) if hasattr(env.action_space, "n") else C.NUM_ACTIONS
+    net = ActorCritic(num_actions=num_actions, hidden=config.hidden)
+    apply = jax.vmap(net.apply, in_axes=(None, 0))
+    use_table = config.hint_mode != "none"
+    if track_oracle is None:
+        track_oracle = use_table
+    n_mb = config.num_minibatches
+    steps_per_update = config.update_epochs * n_mb
+    if config.anneal_lr:
+        lr = optax.linear_schedule(config.lr, 0.0, config.num_updates * steps_per_update)
+    else:
+        lr = config.lr
+    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+    def init(key: jax.Array) -> RunnerState:
+        k_net, k_env, k_run = jax.random.split(key, 3)
+        timestep = jax.vmap(env.reset)(jax.random.split(k_env, config.num_envs))
+        one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
+        params = net.init(k_net, one_obs)
+        return RunnerState(params, tx.init(params), timestep, k_run, jnp.asarray(0, jnp.int32))
+
+    def behaviour_logits(logits, teacher, hit):
+        log_t = jnp.log(teacher + LOG_EPS)
+        if config.hint_mode == "prior":
+            return jnp.where(hit[:, None], logits + config.prior_weight * log_t, logits)
+        if config.hint_mode == "teacher_policy":
+            return log_t
+        return logits
+
+    def rollout(runner: RunnerState, table: hn.HintTable):
+        def step(carry, _):
+            ts, key = carry
+            key, k_act = jax.random.split(key)
+            logits, value = apply(runner.params, ts.observation)
+            capacity = table.capacity
+            if use_table:
+                p = jax.vmap(lambda s: percept(s, config.max_objects))(ts.state)
+                mission = jax.vmap(mission_of)(ts.state)
+                skey = jax.vmap(situation_key)(mission, p)
+                teacher, hit, row = hn.lookup(table, skey)
+            else:
+                p, mission = None, None
+                skey = jnp.zeros((config.num_envs, 2), jnp.uint32)
+                teacher = jnp.full((config.num_envs, num_actions), 1.0 / num_actions)
+                hit = jnp.zeros(config.num_envs, bool)
+                row = jnp.full(config.num_envs, capacity, jnp.int32)
+            if track_oracle:
+                best = jax.vmap(oracle_actions)(ts.state)
+                agree = jnp.take_along_axis(best, jnp.argmax(teacher, -1)[:, None], -1)[:, 0]
+                has_oracle = jnp.any(best, axis=-1)
+            else:
+                agree = has_oracle = jnp.zeros(config.num_envs, bool)
+            beh = behaviour_logits(logits, teacher, hit)
+            action = jax.random.categorical(k_act, beh)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(beh), action[:, None], -1)[:, 0]
+            nts = jax.vmap(env.step)(ts, action)
+            tr = Transition(
+                obs=ts.observation,
+                action=action,
+                logp_behaviour=logp,
+                value=value,
+                reward=nts.reward.astype(jnp.float32),
+                valid=ts.step_type == 0,
+                next_type=nts.step_type,
+                next_return=nts.info["return"],
+                next_t=nts.t,
+                teacher=teacher,
+                hit=hit,
+                row=row,
+                key=skey,
+                kl_teacher=jnp.sum(teacher * (jnp.log(teacher + LOG_EPS) - jax.nn.log_softmax(logits)), -1),
+                agree=agree,
+                has_oracle=has_oracle,
+            )
+            return (nts, key), (tr, (p, mission))
+
+        (ts, key), (traj, extra) = jax.lax.scan(step, (runner.timestep, runner.key), None, config.num_steps)
+        _, last_value = apply(runner.params, ts.observation)
+        next_values = jnp.concatenate([traj.value[1:], last_value[None]], axis=0)
+        adv, td = gae(traj.reward, traj.value, next_values, traj.next_type, config.gamma, config.gae_lambda)
+        return Rollout(ts, key, traj, extra, adv, td)
+
+    def loss_fn(params, mb: Transition, adv, targets, beta):
+        logits, value = apply(params, mb.obs)
+        logp_all = jax.nn.log_softmax(logits)
+        logp = jnp.take_along_axis(logp_all, mb.action[:, None], -1)[:, 0]
+        m = mb.valid
+        mean, var = masked_mean(adv, m), masked_mean(jnp.square(adv - masked_mean(adv, m)), m)
+        adv_n = (adv - mean) / (jnp.sqrt(var) + 1e-8)
+        log_ratio = logp - mb.logp_behaviour
+        ratio = jnp.exp(log_ratio)
+        pg = -jnp.minimum(ratio * adv_n, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * adv_n)
+        pg_loss = masked_mean(pg, m)
+        v_err = jnp.square(value - targets)
+        if config.clip_value:
+            v_clip = mb.value + jnp.clip(value - mb.value, -config.clip_eps, config.clip_eps)
+            v_err = jnp.maximum(v_err, jnp.square(v_clip - targets))
+        v_loss = 0.5 * masked_mean(v_err, m)
+        probs = jnp.exp(logp_all)
+        entropy = masked_mean(-jnp.sum(probs * logp_all, -1), m)
+        ce = -jnp.sum(mb.teacher * logp_all, -1)
+        distill = masked_mean(ce * mb.hit, m)
+        total = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        if config.hint_mode == "distill":
+            total = total + beta * distill
+        stats = {
+            "policy_loss": pg_loss,
+            "value_loss": v_loss,
+            "entropy": entropy,
+            "distill_loss": distill,
+            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, m),
+            "clip_frac": masked_mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32), m),
+        }
+        return total, stats
+
+    def update(runner: RunnerState, table: hn.HintTable):
+        ts, key, traj, (p, mission), adv, td = rollout(runner, table)
+        targets = adv + traj.value
+        beta = beta_schedule(config, runner.update_idx)
+
+        batch_size = config.num_steps * config.num_envs
+        flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
+        data = (jax.tree.map(flat, traj), flat(adv), flat(targets))
+
+        def epoch(carry, _):
+            params, opt_state, key = carry
+            key, k_perm = jax.random.split(key)
+            perm = jax.random.permutation(k_perm, batch_size)
+            shuffled = jax.tree.map(lambda x: x[perm].reshape((n_mb, -1) + x.shape[1:]), data)
+
+            def minibatch(carry, mb):
+                params, opt_state = carry
+                (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *mb, beta)
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), opt_state), stats
+
+            (params, opt_state), stats = jax.lax.scan(minibatch, (params, opt_state), shuffled)
+            return (params, opt_state, key), stats
+
+        (params, opt_state, key), stats = jax.lax.scan(
+            epoch, (runner.params, runner.opt_state, key), None, config.update_epochs
+        )
+        new_runner = RunnerState(params, opt_state, ts, key, runner.update_idx + 1)
+
+        feedback = fb.aggregate(
+            traj.row, traj.action, td, adv, traj.valid & traj.hit, table.capacity, num_actions
+        )
+        if use_table:
+            misses = hn.collect_misses(traj.key, traj.valid & ~traj.hit, mission, p, config.miss_buffer_size)
+            feedback = feedback.replace(misses=misses)
+        metrics = _metrics(traj, stats, beta, new_runner.update_idx, config)
+        return new_runner, metrics, feedback
+
+    return Train(init, update, rollout)
+
+
+def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig) -> dict:
+    valid = traj.valid
+    ended = valid & (traj.next_type > 0)
+    success = ended & (traj.next_type == 2) & (traj.reward > 0)
+    episodes = jnp.sum(ended)
+    hits = valid & traj.hit
+    out = {k: jnp.mean(v) for k, v in stats.items()}
+    out.update(
+        frames=update_idx * config.frames_per_update,
+        episodes=episodes,
+        success_rate=jnp.sum(success) / jnp.maximum(episodes, 1),
+        mean_return=masked_mean(traj.next_return, ended),
+        mean_length=masked_mean(traj.next_t.astype(jnp.float32), ended),
+        hint_coverage=jnp.sum(hits) / jnp.maximum(jnp.sum(valid), 1),
+        kl_teacher_student=masked_mean(traj.kl_teacher, hits),
+        teacher_oracle_agreement=masked_mean(traj.agree.astype(jnp.float32), hits & traj.has_oracle),
+        beta=beta,
+    )
+    return out
