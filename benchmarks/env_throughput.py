@@ -14,29 +14,36 @@ random actions (navix's lazy autoreset included), side by side for:
   native navix reference the BabyAI rows are compared with.
 
 Two variants per (env, num_envs): ``plain`` (step only) and ``+percept+key`` (every step's
-new state also goes through ``bidijax.envs.percept`` and ``situation_key``; the keys are
+new state also goes through ``bidijax.envs.perception`` and ``situation_key``; the keys are
 summed into the scan carry so XLA cannot drop them). Aim: percept + key cost under 30% of the
 step time, i.e. ``(t_with - t_plain) / t_plain < 0.30``.
 
 Method: all functions are compiled first (trace + lower + compile wall time is reported, not
 timed as throughput); each is then warmed up once and timed ``--repeats`` times with
 ``block_until_ready``, interleaving environments and variants round-robin so that machine noise
-hits them alike; the median is reported. By default one compiled function serves both variants
-(a ``lax.cond`` on an unbatched flag, so the plain run does not execute the percept branch);
-``--separate`` compiles each variant on its own instead (more compile time, lets XLA fuse the
-percept with the step). ``--breakdown`` also times cumulative stages of the percept pipeline
-(scene, view without occlusion, view, percept, key) to show where its time goes.
+hits them alike; the median is reported (the overhead from the fastest calls is shown too, as a cross-check).
+``T`` is ``--env-steps // num_envs`` (at least ``--min-steps``), so every timed call does about
+the same work. By default one compiled function per (env, num_envs) serves both variants (a
+``lax.switch`` on an unbatched index, so the plain run does not execute the percept branch): it
+compiles about as fast as the percept variant alone, where two functions cost the sum of both.
+``--separate`` compiles each variant on its own instead (lets XLA fuse the percept with the step;
+on BabyAI it measured the same within noise). Compiles run in ``--workers`` threads.
+
+``--breakdown`` also times, at ``--breakdown-size`` envs, cumulative stages of the percept
+pipeline (scene_of, view gather without occlusion, view with occlusion,
+full percept, + situation key; for BabyAI also the percept of the step's own observation image)
+and the step with its autoreset compiled away, to show where the time goes.
 
     python benchmarks/env_throughput.py              # default: 64 / 1024 / 4096 envs
     python benchmarks/env_throughput.py --quick      # smoke run
     python benchmarks/env_throughput.py --breakdown  # + per-stage percept profile
+    python benchmarks/env_throughput.py --no-main --breakdown --breakdown-size 1024 4096
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import os
 import statistics
 import sys
@@ -52,10 +59,8 @@ import numpy as np
 
 import bidijax.envs as be
 
-# ``bidijax.envs.percept`` is the function (it shadows the submodule on the package), so fetch the
-# modules themselves from ``sys.modules``.
-percept_mod = importlib.import_module("bidijax.envs.percept")
-view_mod = importlib.import_module("bidijax.envs.view")
+from bidijax.envs import perception as percept_mod
+from bidijax.envs import view as view_mod
 
 AIM = 0.30
 BABYAI_ID = "BabyAI-GoToRedBallNoDists-v0"
@@ -165,7 +170,7 @@ def _stages(env_name: str, obs) -> list[tuple[str, object]]:
         ("+ scene_of", _stage_scene),
         ("+ view gather, no occlusion", _stage_view_noocc),
         ("+ view (gather + occlusion)", _stage_view),
-        ("+ percept (view, walls, nonzero)", _stage_percept),
+        ("+ percept (view, walls, object slots)", _stage_percept),
         ("+ percept + situation_key", _stage_key),
     ]
     if isinstance(obs, dict) and "image" in obs and tuple(obs["image"].shape[-3:]) == (7, 7, 3):
@@ -310,22 +315,30 @@ def _steps_for(args, n: int) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: 64 envs, 2048 env-steps per call, 2 repeats")
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 4096], help="numbers of envs (default 64 1024 4096)")
-    p.add_argument("--env-steps", type=int, default=32768, help="env-steps per timed call; T = env_steps // num_envs")
-    p.add_argument("--min-steps", type=int, default=16, help="lower bound on T (scan length)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 64 envs, 2048 env-steps per call, 3 repeats")
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[64, 1024, 4096], help="numbers of envs (default 64 1024 4096)"
+    )
+    p.add_argument("--env-steps", type=int, default=16384, help="env-steps per timed call; T = env_steps // num_envs")
+    p.add_argument("--min-steps", type=int, default=4, help="lower bound on T (scan length)")
     p.add_argument("--steps", type=int, default=0, help="fixed scan length T for every size (overrides --env-steps)")
-    p.add_argument("--repeats", type=int, default=7, help="timed calls per variant (median reported)")
-    p.add_argument("--envs", nargs="+", default=None, help="subset of env names (default: all three)")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per variant (median reported)")
+    p.add_argument(
+        "--envs", nargs="+", default=None, help="subset of envs, by case-insensitive substring: babyai doorkey empty"
+    )
     p.add_argument("--separate", action="store_true", help="compile plain and +percept+key as separate functions")
-    p.add_argument("--breakdown", action="store_true", help="also time cumulative percept stages (one size)")
-    p.add_argument("--breakdown-size", type=int, nargs="+", default=[1024], help="num_envs for --breakdown (default 1024)")
+    p.add_argument("--breakdown", action="store_true", help="also time cumulative percept stages")
+    p.add_argument(
+        "--breakdown-size", type=int, nargs="+", default=[1024], help="num_envs for --breakdown (default 1024)"
+    )
     p.add_argument("--no-main", action="store_true", help="skip the main table (use with --breakdown)")
     p.add_argument("--workers", type=int, default=2, help="threads compiling in parallel (default 2)")
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.env_steps, args.min_steps, args.repeats = [64], 2048, 8, 2
+        args.sizes, args.env_steps, args.min_steps, args.repeats = [64], 2048, 4, 3
         args.breakdown_size = [64]
 
     start = time.perf_counter()
@@ -336,26 +349,29 @@ def main(argv=None) -> int:
             print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     specs = _env_specs()
-    names = list(specs) if args.envs is None else args.envs
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        p.error(f"unknown env(s) {unknown}; choose among {list(specs)}")
+    names = list(specs)
+    if args.envs is not None:
+        unknown = [a for a in args.envs if not any(a.lower() in n.lower() for n in specs)]
+        if unknown:
+            p.error(f"unknown env(s) {unknown}; choose among {list(specs)}")
+        names = [n for n in specs if any(a.lower() in n.lower() for a in args.envs)]
     envs = {n: specs[n][1]() for n in names}
 
     print("Random-policy env throughput: jit(scan over T steps of vmap(env.step)), uniform random actions")
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_navix_version()}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_navix_version()}"
+    )
     print(f"bidijax sources: sha1 {_source_fingerprint()}")
     for n in names:
         print(f"  {n}: {specs[n][0]}")
     sizes_main = [] if args.no_main else sorted(set(args.sizes))
     sizes_all = sorted(set(sizes_main + (list(args.breakdown_size) if args.breakdown else [])))
     print(
-        "T per size: " + ", ".join(f"N={n}: T={_steps_for(args, n)}" for n in sizes_all)
+        "T per size: "
+        + ", ".join(f"N={n}: T={_steps_for(args, n)}" for n in sizes_all)
         + f"; {args.repeats} timed calls per variant (median), compile excluded"
     )
-    print(
-        f"Aim: percept + situation key cost < {AIM:.0%} of the step, overhead = (t_with - t_plain) / t_plain"
-    )
+    print(f"Aim: percept + situation key cost < {AIM:.0%} of the step, overhead = (t_with - t_plain) / t_plain")
     sys.stdout.flush()
 
     log("resetting ...")
@@ -425,7 +441,8 @@ def main(argv=None) -> int:
             "compile s: wall time of trace+lower+compile"
             + (" (plain+with)" if args.separate else " of one function serving both variants")
             + f", {args.workers} compile(s) in parallel; noise: interquartile range / median of the timed calls;\n"
-            "overhead(min): the same overhead from the fastest call of each variant (a cross-check on a noisy machine);\n"
+            "overhead(min): the same overhead from the fastest call of each variant (a cross-check on a noisy"
+            " machine);\n"
             f"BabyAI/native plain: {BABYAI_ID} plain steps/s over {NATIVE} plain steps/s at the same num_envs."
         )
         sys.stdout.flush()
@@ -444,7 +461,7 @@ def main(argv=None) -> int:
         print()
         print("Percept pipeline breakdown: cumulative stages computed on each step's new state, each folding its")
         print("output into the carry (one compiled function per env and size, lax.switch on the stage), and the")
-        print("step without navix's autoreset (env._step; under vmap the autoreset cond runs reset every step).")
+        print("step with its autoreset compiled away (under vmap, the autoreset computes a reset on every step).")
         rows = []
         for j in bjobs:
             if j.variants[0][0] == NO_RESET:
@@ -481,8 +498,12 @@ def main(argv=None) -> int:
                     f"{_spread(nr.times[NO_RESET]):.0%}",
                 ]
             )
-            rows.append(["", "", f"(compile: stages {j.compile_s:.0f}s, no-autoreset step {nr.compile_s:.0f}s)"] + [""] * 5)
-        _print_table(rows, ["env", "num_envs", "stage", "steps/s", "us/env-step", "vs step", "this stage", "noise(IQR)"])
+            rows.append(
+                ["", "", f"(compile: stages {j.compile_s:.0f}s, no-autoreset step {nr.compile_s:.0f}s)"] + [""] * 5
+            )
+        _print_table(
+            rows, ["env", "num_envs", "stage", "steps/s", "us/env-step", "vs step", "this stage", "noise(IQR)"]
+        )
         print("vs step: (t_stage - t_step) / t_step; this stage: increment over the previous stage, as % of the step.")
     log(f"done in {time.perf_counter() - start:.0f}s")
     return 0
