@@ -30,6 +30,9 @@ class Percept(struct.PyTreeNode):
     overflow: jax.Array  # bool: more objects were visible than the K slots hold
 
 
+_UPPER = np.triu(np.ones((C.VIEW * C.VIEW, C.VIEW * C.VIEW), np.float32))  # [a, c] = 1 if a <= c
+
+
 def _wall_distance(types: jax.Array) -> jax.Array:
     """Distance along a ray (cells nearest first) to a wall, if a wall is the first thing seen."""
     seen = (types != C.UNSEEN) & (types != C.EMPTY)
@@ -51,14 +54,15 @@ def percept_from_image(image: jax.Array, carrying: jax.Array, max_objects: int =
     )
     flat = img.reshape(-1, 3)  # i-major, then j: the wrapper's iteration order
     is_obj = (flat[:, 0] > C.WALL).at[vx * C.VIEW + vy].set(False)
-    # slot of each object = its rank in that order; a one-hot select avoids a scatter
-    rank = jnp.cumsum(is_obj) - 1
-    slot = is_obj[:, None] & (rank[:, None] == jnp.arange(max_objects)[None, :])  # [49, K]
-    cell = jnp.arange(flat.shape[0])
-    i, j = cell // C.VIEW, cell % C.VIEW
-    state = jnp.where(flat[:, 0] == C.DOOR, flat[:, 2], 0)
-    feats = jnp.stack([flat[:, 0], flat[:, 1], state, vy - j, i - vx], axis=-1)  # [49, 5]
-    objects = jnp.sum(jnp.where(slot[:, :, None], feats[:, None, :], 0), axis=0)
+    # index of the k-th object = number of cells holding fewer than k objects before or at them;
+    # the running count is a matmul with a triangular matrix (fast on CPU, no scan, no scatter)
+    count = is_obj.astype(jnp.float32) @ _UPPER
+    idx = jnp.sum(count[:, None] <= jnp.arange(max_objects, dtype=jnp.float32)[None, :], axis=0)
+    i, j = idx // C.VIEW, idx % C.VIEW
+    cell = jnp.concatenate([flat, jnp.zeros((1, 3), jnp.int32)])[idx]
+    valid = idx < flat.shape[0]
+    state = jnp.where(cell[:, 0] == C.DOOR, cell[:, 2], 0)
+    objects = jnp.stack([cell[:, 0], cell[:, 1], state, vy - j, i - vx], axis=-1) * valid[:, None]
     carried = carrying.astype(jnp.int32)[:2] * (carrying[0] > 0)
     return Percept(walls=walls, objects=objects, carrying=carried, overflow=jnp.sum(is_obj) > max_objects)
 
@@ -78,15 +82,12 @@ def percept(state, max_objects: int = MAX_OBJECTS) -> Percept:
 # ---------------------------------------------------------------------------------------------
 # Situation keys
 
-_M1, _M2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
 _SEEDS = (np.uint32(0x9E3779B9), np.uint32(0x85EBCA6B))
-
-
-def _rotl(x, r):
-    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+_GOLDEN = np.uint32(0x9E3779B9)
 
 
 def _fmix(h):
+    """MurmurHash3's 32-bit finaliser: a bijective avalanche mix."""
     h = h ^ (h >> np.uint32(16))
     h = h * np.uint32(0x85EBCA6B)
     h = h ^ (h >> np.uint32(13))
@@ -94,14 +95,16 @@ def _fmix(h):
     return h ^ (h >> np.uint32(16))
 
 
-def _murmur3(words: jax.Array, seed: np.uint32) -> jax.Array:
-    """MurmurHash3 (x86, 32-bit) of a vector of 32-bit words; unrolled, batch-friendly."""
-    h = jnp.full(words.shape[:-1], seed, jnp.uint32)
-    for n in range(words.shape[-1]):
-        k = words[..., n] * _M1
-        k = _rotl(k, 15) * _M2
-        h = _rotl(h ^ k, 13) * np.uint32(5) + np.uint32(0xE6546B64)
-    return _fmix(h ^ np.uint32(4 * words.shape[-1]))
+def _hash_lane(words: jax.Array, seed: np.uint32) -> jax.Array:
+    """32-bit hash of a word vector: the sum of position-keyed mixes of every word, mixed again.
+
+    Every (position, value) pair maps to a pseudo-random 32-bit term, so two different vectors
+    collide with probability ~2**-32 per lane; vectorised (no sequential chain), cheap to run
+    and to compile.
+    """
+    pos = (jnp.arange(words.shape[-1], dtype=jnp.uint32) + np.uint32(1)) * _GOLDEN + seed
+    terms = _fmix(_fmix(words ^ seed) + pos)
+    return _fmix(jnp.sum(terms, axis=-1, dtype=jnp.uint32) ^ np.uint32(words.shape[-1]))
 
 
 def percept_words(mission: jax.Array, p: Percept) -> jax.Array:
@@ -111,11 +114,11 @@ def percept_words(mission: jax.Array, p: Percept) -> jax.Array:
 
 
 def situation_key(mission: jax.Array, p: Percept) -> jax.Array:
-    """Deterministic 64-bit key ``uint32[2]`` of (mission, percept): two seeded MurmurHash3 lanes.
+    """Deterministic 64-bit key ``uint32[2]`` of (mission, percept): two independently seeded lanes.
 
     Equal text means equal key (the percept holds exactly what the text says, in its order).
     Treating keys as uniform 64-bit values, the chance that any two of ``n`` distinct situations
     collide is about ``n**2 / 2**65``: ~2.7e-8 for ``n = 1e6``.
     """
     words = jax.lax.bitcast_convert_type(percept_words(mission, p), jnp.uint32)
-    return jnp.stack([_murmur3(words, s) for s in _SEEDS], axis=-1)
+    return jnp.stack([_hash_lane(words, s) for s in _SEEDS], axis=-1)
