@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bidijax import hints
-from bidijax.envs.percept import Percept
+from bidijax.envs.perception import Percept
 
 A = 7
 
