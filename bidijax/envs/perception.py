@@ -54,8 +54,8 @@ def percept_from_image(image: jax.Array, carrying: jax.Array, max_objects: int =
     )
     flat = img.reshape(-1, 3)  # i-major, then j: the wrapper's iteration order
     is_obj = (flat[:, 0] > C.WALL).at[vx * C.VIEW + vy].set(False)
-    # index of the k-th object = number of cells holding fewer than k objects before or at them;
-    # the running count is a matmul with a triangular matrix (fast on CPU, no scan, no scatter)
+    # the object of slot k sits at the number of cells whose running object count is <= k (49
+    # when there is none); the running count is a triangular matmul (fast on CPU, no scatter)
     count = is_obj.astype(jnp.float32) @ _UPPER
     idx = jnp.sum(count[:, None] <= jnp.arange(max_objects, dtype=jnp.float32)[None, :], axis=0)
     i, j = idx // C.VIEW, idx % C.VIEW
