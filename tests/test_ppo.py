@@ -167,17 +167,21 @@ def test_acting_modes_follow_the_teacher(mode):
     assert (np.asarray(first.traj.action) == C.RIGHT).mean() < 0.5
 
 
-def test_ppo_learns_empty_5x5():
-    env = envs.make("Navix-Empty-5x5-v0")
-    cfg = PPOConfig(num_envs=16, num_steps=32, num_minibatches=2, update_epochs=2, lr=1e-3)
-    train = make_train(cfg, env)
+def metric_history(env_id, cfg, updates, table):
+    """Train from scratch for ``updates`` iterations; the host metrics of each one."""
+    train = make_train(cfg, envs.make(env_id))
     runner = jax.jit(train.init)(jax.random.PRNGKey(0))
     update = jax.jit(train.update)
-    table = hints.empty(1, A)
     history = []
-    for _ in range(100):
+    for _ in range(updates):
         runner, metrics, _ = update(runner, table)
         history.append(jax.device_get(metrics))
+    return history
+
+
+def test_ppo_learns_empty_5x5():
+    cfg = PPOConfig(num_envs=16, num_steps=32, num_minibatches=2, update_epochs=2, lr=1e-3)
+    history = metric_history("Navix-Empty-5x5-v0", cfg, 100, hints.empty(1, A))
     late = history[-10:]
     success = sum(m["success_rate"] * m["episodes"] for m in late) / sum(m["episodes"] for m in late)
     length = np.mean([m["mean_length"] for m in late])
@@ -186,13 +190,6 @@ def test_ppo_learns_empty_5x5():
 
 
 def test_gymnax_cartpole_smoke():
-    env = envs.make("gymnax:CartPole-v1")
     cfg = PPOConfig(num_envs=8, num_steps=64, num_minibatches=2, update_epochs=4, lr=2.5e-3)
-    train = make_train(cfg, env)
-    runner = jax.jit(train.init)(jax.random.PRNGKey(0))
-    update = jax.jit(train.update)
-    returns = []
-    for _ in range(40):
-        runner, metrics, _ = update(runner, hints.empty(1, 2))
-        returns.append(float(metrics["mean_return"]))
+    returns = [float(m["mean_return"]) for m in metric_history("gymnax:CartPole-v1", cfg, 40, hints.empty(1, 2))]
     assert np.mean(returns[-10:]) > 2 * np.mean(returns[:3])
