@@ -137,7 +137,13 @@ def test_seeds_vmapped_equal_single(babyai):
         r, m, f = update(r, table)
         return r.params, m, f.count
 
-    batched = jax.jit(jax.vmap(lambda k, t: two_updates(train.init, train.update, k, t)))(keys, tables)
+    def batched_updates(keys, tables):
+        runners = jax.lax.map(train.init, keys)  # see student.seeds.vmap_seeds
+        runners, _, _ = jax.vmap(train.update)(runners, tables)
+        runners, m, f = jax.vmap(train.update)(runners, tables)
+        return runners.params, m, f.count
+
+    batched = jax.jit(batched_updates)(keys, tables)
     single = two_updates(init, update, keys[1], table)  # the single-seed programs, compiled once
     one = jax.tree.map(lambda x: x[1], batched)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one, single)

@@ -33,5 +33,10 @@ def shard_seeds(tree, mesh: Mesh):
 
 
 def vmap_seeds(train):
-    """``(init, update)`` over a leading seed axis: ``init(keys[S])``, ``update(runners, tables)``."""
-    return jax.jit(jax.vmap(train.init)), jax.jit(jax.vmap(train.update))
+    """``(init, update)`` over a leading seed axis: ``init(keys[S])``, ``update(runners, tables)``.
+
+    Seeds are initialised one after another (``lax.map``) inside one program: vmapping the
+    orthogonal initialisers' QR decompositions can deadlock XLA's CPU scheduler (seen with
+    jax 0.10.2). Updates are vmapped.
+    """
+    return jax.jit(lambda keys: jax.lax.map(train.init, keys)), jax.jit(jax.vmap(train.update))
