@@ -156,17 +156,23 @@ class MissBuffer(struct.PyTreeNode):
     percepts: object  # a Percept pytree with leading dimension M
     count: jax.Array  # int32: filled rows (the first ``count``)
     overflow: jax.Array  # int32: distinct missed keys that did not fit
+    oracle: object = None  # bool[M, A]: the BFS oracle's optimal actions there, when tracked
 
 
-def collect_misses(keys: jax.Array, missed: jax.Array, missions: jax.Array, percepts, size: int) -> MissBuffer:
+def collect_misses(
+    keys: jax.Array, missed: jax.Array, missions: jax.Array, percepts, size: int, oracle=None
+) -> MissBuffer:
     """The distinct missed keys of a batch of lookups (any leading shape), up to ``size`` of them.
 
-    Distinct keys beyond ``size`` are counted in ``overflow``, never dropped silently.
+    Each kept key comes with the mission, percept (and, if given, the oracle's optimal actions)
+    of its first occurrence in sorted order. Distinct keys beyond ``size`` are counted in
+    ``overflow``, never dropped silently.
     """
     batch_ndim = missed.ndim
     flat = lambda x: x.reshape((-1,) + x.shape[batch_ndim:])
     keys, missed, missions = flat(keys), missed.reshape(-1), flat(missions)
     percepts = jax.tree.map(flat, percepts)
+    oracle = None if oracle is None else flat(oracle)
     order = jnp.lexsort((keys[:, 1], keys[:, 0], ~missed))  # misses first, then by key
     sk, sm = keys[order], missed[order]
     new = jnp.concatenate([jnp.ones(1, bool), jnp.any(sk[1:] != sk[:-1], axis=-1)])
@@ -182,4 +188,5 @@ def collect_misses(keys: jax.Array, missed: jax.Array, missions: jax.Array, perc
         percepts=jax.tree.map(pick, percepts),
         count=jnp.minimum(distinct, size).astype(jnp.int32),
         overflow=jnp.maximum(distinct - size, 0).astype(jnp.int32),
+        oracle=None if oracle is None else pick(oracle),
     )

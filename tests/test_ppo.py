@@ -114,6 +114,16 @@ def test_feedback_matches_numpy_on_the_same_rollout(babyai):
     n = int(fb.misses.count)
     assert n == len(missed) and int(fb.misses.overflow) == 0
     assert {tuple(k) for k in np.asarray(fb.misses.keys)[:n].tolist()} == missed
+    # each miss carries the oracle's actions at the first step (time-major) with its key
+    best = np.asarray(roll.percepts[2]).reshape(-1, A)
+    flat_keys = [tuple(k) for k in tr.key.reshape(-1, 2).tolist()]
+    missed_steps = (tr.valid & ~tr.hit).reshape(-1)
+    first = {}
+    for i, k in enumerate(flat_keys):
+        if missed_steps[i] and k not in first:
+            first[k] = best[i]
+    for k, o in zip(np.asarray(fb.misses.keys)[:n].tolist(), np.asarray(fb.misses.oracle)[:n]):
+        np.testing.assert_array_equal(o, first[tuple(k)])
 
 
 def test_distill_pulls_student_toward_teacher(babyai):

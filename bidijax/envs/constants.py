@@ -36,5 +36,6 @@ AGENT_VX, AGENT_VY = VIEW // 2, VIEW - 1
 
 #: Mission task ids (first mission integer); see ``bidijax.envs.text.mission_text``.
 TASK_GOTO, TASK_GOAL, TASK_DOORKEY, TASK_OTHER = range(4)
+NUM_TASKS = 4
 #: Mission article (last mission integer): "the" when one object matches, "a" when several do.
 ARTICLE_THE, ARTICLE_A = 0, 1

@@ -17,10 +17,11 @@ def _dense(features: int, scale: float = np.sqrt(2)) -> nn.Dense:
 
 
 class GridEncoder(nn.Module):
-    """MiniGrid egocentric image + mission integers -> feature vector.
+    """MiniGrid egocentric image + direction + mission integers -> feature vector.
 
-    Each cell's (object, colour, state) codes are embedded and summed, then two small
-    convolutions; the mission's (task, colour, type, article) integers are embedded and summed.
+    Every code is one-hot encoded (cell object / colour / state, direction, mission task /
+    colour / type / article) and the concatenation goes through one dense layer. Matmuls only:
+    on CPU its gradient is ~10x faster than embeddings + convolutions (scatters and small convs).
     """
 
     hidden: int = 64
@@ -28,16 +29,22 @@ class GridEncoder(nn.Module):
     @nn.compact
     def __call__(self, obs: dict) -> jax.Array:
         image = obs["image"].astype(jnp.int32)
-        emb = nn.Embed(len(C.OBJECT_NAMES), 16)(image[..., 0])
-        emb += nn.Embed(len(C.COLOR_NAMES), 16)(image[..., 1])
-        emb += nn.Embed(len(C.STATE_NAMES), 16)(image[..., 2])
-        x = nn.relu(nn.Conv(32, (2, 2))(emb))
-        x = nn.relu(nn.Conv(32, (2, 2), strides=(2, 2))(x))
-        x = x.reshape(-1)
-        m = obs["mission"].astype(jnp.int32)
-        mission = nn.Embed(8, 16)(m[..., 0]) + nn.Embed(len(C.COLOR_NAMES), 16)(m[..., 1])
-        mission += nn.Embed(len(C.OBJECT_NAMES), 16)(m[..., 2]) + nn.Embed(2, 16)(m[..., 3])
-        return nn.relu(_dense(self.hidden)(jnp.concatenate([x, mission], axis=-1)))
+        mission = obs["mission"].astype(jnp.int32)
+        parts = [
+            jax.nn.one_hot(image[..., 0], len(C.OBJECT_NAMES)),
+            jax.nn.one_hot(image[..., 1], len(C.COLOR_NAMES)),
+            jax.nn.one_hot(image[..., 2], len(C.STATE_NAMES)),
+        ]
+        cells = jnp.concatenate(parts, axis=-1).reshape(-1)
+        extra = [
+            jax.nn.one_hot(obs["direction"], 4),
+            jax.nn.one_hot(mission[0], C.NUM_TASKS),
+            jax.nn.one_hot(mission[1], len(C.COLOR_NAMES)),
+            jax.nn.one_hot(mission[2], len(C.OBJECT_NAMES)),
+            jax.nn.one_hot(mission[3], 2),
+        ]
+        x = jnp.concatenate([cells] + extra, axis=-1)
+        return nn.relu(_dense(self.hidden)(x))
 
 
 class ActorCritic(nn.Module):

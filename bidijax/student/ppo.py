@@ -68,7 +68,7 @@ class Rollout(NamedTuple):
     timestep: Any  # environments after the rollout
     key: jax.Array
     traj: Transition  # time-major [num_steps, num_envs]
-    percepts: Any  # (Percept, mission) per step when a table is read, else (None, None)
+    percepts: Any  # (Percept, mission, oracle actions) per step; None where not computed
     advantages: jax.Array
     td_errors: jax.Array
 
@@ -163,6 +163,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 agree = jnp.take_along_axis(best, jnp.argmax(teacher, -1)[:, None], -1)[:, 0]
                 has_oracle = jnp.any(best, axis=-1)
             else:
+                best = None
                 agree = has_oracle = jnp.zeros(config.num_envs, bool)
             beh = behaviour_logits(logits, teacher, hit)
             action = jax.random.categorical(k_act, beh)
@@ -186,7 +187,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 agree=agree,
                 has_oracle=has_oracle,
             )
-            return (nts, key), (tr, (p, mission))
+            return (nts, key), (tr, (p, mission, best))
 
         (ts, key), (traj, extra) = jax.lax.scan(step, (runner.timestep, runner.key), None, config.num_steps)
         _, last_value = apply(runner.params, ts.observation)
@@ -228,7 +229,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         return total, stats
 
     def update(runner: RunnerState, table: hn.HintTable):
-        ts, key, traj, (p, mission), adv, td = rollout(runner, table)
+        ts, key, traj, (p, mission, best), adv, td = rollout(runner, table)
         targets = adv + traj.value
         beta = beta_schedule(config, runner.update_idx)
 
@@ -260,7 +261,9 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
             traj.row, traj.action, td, adv, traj.valid & traj.hit, table.capacity, num_actions
         )
         if use_table:
-            misses = hn.collect_misses(traj.key, traj.valid & ~traj.hit, mission, p, config.miss_buffer_size)
+            misses = hn.collect_misses(
+                traj.key, traj.valid & ~traj.hit, mission, p, config.miss_buffer_size, oracle=best
+            )
             feedback = feedback.replace(misses=misses)
         metrics = _metrics(traj, stats, beta, new_runner.update_idx, config)
         return new_runner, metrics, feedback
