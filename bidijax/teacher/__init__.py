@@ -3,6 +3,7 @@
 ``HFTeacher`` scores the BabyAI-Text action strings of situations with a Hugging Face model
 (loaded on first access: importing this package does not import torch). ``default_model_path()``
 is the small causal LM shipped with the package (``HFTeacher("default")`` loads it).
+``oracle``, ``noisy_oracle(eps)`` and ``uniform`` are scripted teachers (``scripted``) for ablations.
 The JAX layers never import this package.
 """
 
@@ -16,6 +17,9 @@ def default_model_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
 
+from .scripted import ScriptedTeacher, noisy_oracle, oracle, uniform
+
+
 def __getattr__(name: str):
     if name == "HFTeacher":
         from .hf import HFTeacher
@@ -24,4 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["HFTeacher", "default_model_path"]
+__all__ = ["HFTeacher", "ScriptedTeacher", "default_model_path", "noisy_oracle", "oracle", "uniform"]
