@@ -43,7 +43,6 @@ and the step with its autoreset compiled away, to show where the time goes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys
@@ -58,6 +57,7 @@ import navix as nx
 import numpy as np
 
 import bidijax.envs as be
+from common import source_fingerprint
 
 from bidijax.envs import perception as percept_mod
 from bidijax.envs import view as view_mod
@@ -95,21 +95,6 @@ def _navix_version() -> str:
         return metadata.version("navix")
     except metadata.PackageNotFoundError:
         return "?"
-
-
-def _source_fingerprint() -> str:
-    """sha1 (12 hex) of bidijax's Python sources and the newest file's mtime: the code measured."""
-    root = os.path.dirname(os.path.abspath(be.__file__))
-    root = os.path.dirname(root)  # the bidijax package
-    h, newest = hashlib.sha1(), 0.0
-    for dirpath, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            if f.endswith(".py"):
-                path = os.path.join(dirpath, f)
-                with open(path, "rb") as fh:
-                    h.update(path[len(root) :].encode() + b"\0" + fh.read())
-                newest = max(newest, os.path.getmtime(path))
-    return f"{h.hexdigest()[:12]} (newest file {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))})"
 
 
 def _num_actions(env) -> int:
@@ -361,7 +346,7 @@ def main(argv=None) -> int:
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_navix_version()}"
     )
-    print(f"bidijax sources: sha1 {_source_fingerprint()}")
+    print(f"bidijax sources: sha1 {source_fingerprint()}")
     for n in names:
         print(f"  {n}: {specs[n][0]}")
     sizes_main = [] if args.no_main else sorted(set(args.sizes))

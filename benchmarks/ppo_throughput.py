@@ -60,7 +60,6 @@ reported, with the interquartile range over the median as a noise indicator.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys
@@ -75,6 +74,7 @@ from navix.agents import PPO, ActorCritic, PPOHparams
 from navix.agents.models import MLPEncoder
 
 import bidijax.envs as be
+from common import source_fingerprint
 import bidijax.feedback as fb
 import bidijax.hints as hn
 from bidijax.student import PPOConfig, make_train
@@ -96,21 +96,6 @@ def _version(pkg: str) -> str:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
         return "?"
-
-
-def _source_fingerprint() -> str:
-    """sha1 (12 hex) of bidijax's Python sources and the newest file's mtime: the code measured."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(be.__file__)))  # the bidijax package
-    h, newest = hashlib.sha1(), 0.0
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for f in sorted(files):
-            if f.endswith(".py"):
-                path = os.path.join(dirpath, f)
-                with open(path, "rb") as fh:
-                    h.update(path[len(root) :].encode() + b"\0" + fh.read())
-                newest = max(newest, os.path.getmtime(path))
-    return f"{h.hexdigest()[:12]} (newest file {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))})"
 
 
 def _median(xs) -> float:
@@ -682,7 +667,7 @@ def main(argv=None) -> int:
         f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_version('navix')}, "
         f"flax {_version('flax')}, optax {_version('optax')}"
     )
-    print(f"bidijax sources: sha1 {_source_fingerprint()}")
+    print(f"bidijax sources: sha1 {source_fingerprint()}")
     print(f"command: {' '.join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else list(argv)))}")
     sys.stdout.flush()
     if "navix" in args.sections:
