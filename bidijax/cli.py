@@ -11,7 +11,7 @@ def _demo(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from .envs import env_ids, make
+    from .envs import make
     from .rollout import first_episodes, oracle_policy, random_policy
 
     try:

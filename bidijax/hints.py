@@ -43,7 +43,9 @@ def _as_keys(keys) -> np.ndarray:
     return keys.astype(np.uint32)
 
 
-def _key64(keys: np.ndarray) -> np.ndarray:
+def key64(keys) -> np.ndarray:
+    """The 64-bit numbers ``hi << 32 | lo`` of host keys ``uint32[N, 2]`` (``uint64[N]``)."""
+    keys = np.asarray(keys, np.uint32).reshape(-1, 2)
     return (keys[:, 0].astype(np.uint64) << np.uint64(32)) | keys[:, 1].astype(np.uint64)
 
 
@@ -64,7 +66,7 @@ def from_rows(keys, probs, capacity: int | None = None) -> HintTable:
     probs = np.asarray(probs, np.float32)
     if probs.ndim != 2 or probs.shape[0] != keys.shape[0]:
         raise ValueError(f"hint probs must have shape [{keys.shape[0]}, A], got {probs.shape}")
-    table = empty(capacity or max(1, _next_pow2(len(np.unique(_key64(keys))))), probs.shape[1])
+    table = empty(capacity or max(1, _next_pow2(len(np.unique(key64(keys))))), probs.shape[1])
     return merge(table, keys, probs, grow=capacity is None)
 
 
@@ -91,7 +93,7 @@ def merge(table: HintTable, keys, probs, grow: bool = False) -> HintTable:
     old_keys, old_probs = rows(table)
     all_keys = np.concatenate([old_keys, keys])
     all_probs = np.concatenate([old_probs, probs])
-    k64 = _key64(all_keys)
+    k64 = key64(all_keys)
     # keep the last occurrence of each key: unique over the reversed arrays
     rev = k64[::-1]
     uniq, first_in_rev = np.unique(rev, return_index=True)

@@ -8,14 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from .envs import constants as C
-from .envs.oracle import oracle_actions
+from .envs.oracle import oracle_actions, oracle_probs
 
 
 def oracle_policy(key: jax.Array, timestep) -> jax.Array:
     """Uniform over the oracle's optimal actions (uniform over all actions when there are none)."""
-    best = oracle_actions(timestep.state)
-    weights = jnp.where(jnp.any(best), best, True).astype(jnp.float32)
-    return jax.random.choice(key, C.NUM_ACTIONS, p=weights / weights.sum())
+    return jax.random.choice(key, C.NUM_ACTIONS, p=oracle_probs(oracle_actions(timestep.state)))
 
 
 def random_policy(key: jax.Array, timestep) -> jax.Array:

@@ -3,7 +3,7 @@
 from . import constants
 from .babyai import BabyAIGoTo, BabyAIState
 from .gymnax_adapter import GymnaxEnv, from_gymnax
-from .oracle import oracle_actions, oracle_distance
+from .oracle import oracle_actions, oracle_distance, oracle_probs
 from .perception import Percept, percept, percept_from_image, situation_key
 from .registry import BABYAI_LEVELS, env_ids, make
 from .scene import Scene, mission_of, scene_of
@@ -27,6 +27,7 @@ __all__ = [
     "mission_text",
     "oracle_actions",
     "oracle_distance",
+    "oracle_probs",
     "percept",
     "percept_from_image",
     "prompt",

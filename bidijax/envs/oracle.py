@@ -84,6 +84,12 @@ def oracle_actions(state) -> jax.Array:
     return jnp.concatenate([best, jnp.zeros(C.NUM_ACTIONS - 3, bool)])
 
 
+def oracle_probs(best: jax.Array) -> jax.Array:
+    """``[..., A]`` uniform over the True actions of ``best`` (uniform over all where none is)."""
+    w = jnp.where(jnp.any(best, -1, keepdims=True), best, True).astype(jnp.float32)
+    return w / jnp.sum(w, -1, keepdims=True)
+
+
 def oracle_distance(state) -> jax.Array:
     """Number of actions an optimal policy needs from ``state`` (``INF`` when unreachable)."""
     scene = scene_of(state)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 
+from .scripted import ScriptedTeacher, noisy_oracle, oracle, uniform
+
 
 def default_model_path() -> str:
     """Directory of the shipped default teacher (Hugging Face format)."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
-
-
-from .scripted import ScriptedTeacher, noisy_oracle, oracle, uniform
 
 
 def __getattr__(name: str):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bidijax.envs import constants as C
+from bidijax.hints import key64
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
 TOKENIZER_FILES = (
@@ -286,8 +287,7 @@ class HFTeacher:
         """The 64-bit number ``hi << 32 | lo`` of a situation key (pair ``uint32[2]`` or int)."""
         if isinstance(key, (int, np.integer)):
             return int(key)
-        hi, lo = (int(x) for x in np.asarray(key).reshape(-1)[:2])
-        return (hi << 32) | lo
+        return int(key64(np.asarray(key).reshape(-1)[:2])[0])
 
     def prompt_of(self, key) -> str:
         """Prompt text of a situation key scored by this teacher (any version)."""
@@ -306,12 +306,13 @@ class HFTeacher:
         the others are rendered with ``bidijax.envs.text.prompt`` and scored in one batch.
         ``oracle`` is ignored (accepted for the scripted teachers' interface).
         """
-        from bidijax.envs.perception import Percept
+        import jax
+
         from bidijax.envs.text import prompt
 
         keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
         missions = np.asarray(missions)
-        k64 = [(int(hi) << 32) | int(lo) for hi, lo in keys]
+        k64 = key64(keys).tolist()
         todo, seen = [], set()
         for i, k in enumerate(k64):
             if k not in self._cache and k not in seen:
@@ -319,12 +320,7 @@ class HFTeacher:
                 todo.append(i)
         if todo:
             idx = np.asarray(todo)
-            sub = Percept(
-                walls=np.asarray(percepts.walls)[idx],
-                objects=np.asarray(percepts.objects)[idx],
-                carrying=np.asarray(percepts.carrying)[idx],
-                overflow=np.asarray(percepts.overflow)[idx],
-            )
+            sub = jax.tree.map(lambda x: np.asarray(x)[idx], percepts)
             texts = prompt(missions[idx].reshape(len(idx), -1), sub)
             probs = self.score_prompts(texts)
             for i, text, row in zip(todo, texts, probs):

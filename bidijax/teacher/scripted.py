@@ -15,24 +15,19 @@ Same ``score`` interface as ``HFTeacher``; ``update`` is a no-op (scripted teach
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..envs import constants as C
+from ..envs.oracle import oracle_probs
+from ..hints import key64
 
 SCRIPTED = ("oracle", "noisy_oracle", "uniform")
 
 
-def oracle_probs(best: jax.Array) -> jax.Array:
-    """``[..., A]`` uniform over the True actions of ``best`` (uniform over all where none is)."""
-    w = jnp.where(jnp.any(best, -1, keepdims=True), best, True).astype(jnp.float32)
-    return w / jnp.sum(w, -1, keepdims=True)
-
-
 def _unit_interval(keys: np.ndarray, seed: int) -> np.ndarray:
     """A deterministic uniform number in [0, 1) per ``uint32[N, 2]`` key (SplitMix64 of key ^ seed)."""
-    x = (keys[:, 0].astype(np.uint64) << np.uint64(32)) | keys[:, 1].astype(np.uint64)
+    x = key64(keys)
     with np.errstate(over="ignore"):
         x = x ^ (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
