@@ -1,10 +1,212 @@
-"""``bidijax`` command line. ``bidijax demo`` rolls out the BFS oracle and a random policy."""
+"""``bidijax`` command line: ``train`` (the main job), ``plot``, ``render`` and ``demo``.
+
+``bidijax train`` exposes every field of ``bidijax.config.TrainConfig`` as a flag
+(``--iterations``, ``--ppo.num-envs``, ``--teacher.lr``, ...; ``--env`` and ``--teacher`` are
+short for ``--env-id`` and ``--teacher.name``), reads YAML/JSON config files (``--config``)
+and continues killed runs (``--resume RUN_DIR``). Bad input gets one line and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import os
 import sys
 import time
+
+from . import config as cfg
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``bidijax train: ...``) and exit code 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _fail(prog: str, err: Exception) -> int:
+    print(f"bidijax {prog}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# ---------------------------------------------------------------------------------------------
+# flags from the config dataclasses
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    base = cfg.TrainConfig()
+    groups = [("", base, parser)]
+    for f in dataclasses.fields(base):
+        v = getattr(base, f.name)
+        if dataclasses.is_dataclass(v):
+            groups.append((f"{f.name}.", v, parser.add_argument_group(f"{f.name} options")))
+    for prefix, obj, group in groups:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value) or (prefix == "ppo." and f.name == "hint_mode"):
+                continue  # nested groups; the arm sets the student's hint mode (--hint-mode)
+            flags = [f"--{prefix}{f.name.replace('_', '-')}"]
+            if f.name == "env_id":
+                flags.append("--env")
+            if prefix == "teacher." and f.name == "name":
+                flags.append("--teacher")
+            kw = dict(dest=f"{prefix}{f.name}", default=argparse.SUPPRESS, metavar=type(value).__name__.upper())
+            if isinstance(value, bool):
+                kw.update(nargs="?", const="true", metavar="BOOL")
+            help_default = f"(default: {value!r})" if prefix != "ppo." else "(default: from --preset)"
+            group.add_argument(*flags, help=help_default, **kw)
+
+
+def _nested(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        if "." in key:
+            head, tail = key.split(".", 1)
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None = None) -> cfg.TrainConfig:
+    """The run's config: defaults < ``base`` (a run's config.json) < ``--config`` file < flags."""
+    flat = {k: v for k, v in vars(args).items() if k not in _NON_CONFIG}
+    d = dict(base or {})
+    if getattr(args, "config", None):
+        d = _merge(d, cfg.load_file(args.config))
+    d = _merge(d, _nested(flat))
+    d.setdefault("preset", "default")
+    return cfg.resolve(cfg.from_dict(d))
+
+
+_NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet"}
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+class Progress:
+    """One status line per iteration (redrawn in place on a terminal; every ~10% otherwise)."""
+
+    def __init__(self, config: cfg.TrainConfig, stream=sys.stderr, quiet: bool = False):
+        self.config, self.stream, self.quiet = config, stream, quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.every = max(1, config.iterations // 10)
+        self.start = time.perf_counter()
+
+    def __call__(self, rows: list[dict], state) -> None:
+        if self.quiet:
+            return
+        it, c = state.iteration, self.config
+        mean = lambda k: _nanmean([r[k] for r in rows])
+        line = (
+            f"it {it}/{c.iterations} | frames/seed {int(rows[0]['frames']):,} | success {mean('success_rate'):.3f} | "
+            f"teacher-oracle agreement {_fmt(mean('teacher_oracle_agreement'))} | coverage {_fmt(mean('hint_coverage'))} | "
+            f"{mean('frames_per_s'):,.0f} frames/s | {time.perf_counter() - self.start:.0f} s"
+        )
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("\n" if it == c.iterations else ""))
+            self.stream.flush()
+        elif it % self.every == 0 or it == c.iterations or it == 1:
+            print(line, file=self.stream, flush=True)
+
+
+def _nanmean(xs) -> float:
+    xs = [float(x) for x in xs if x not in ("", None) and not math.isnan(float(x))]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _fmt(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.3f}"
+
+
+def summary(rows: list[dict], config: cfg.TrainConfig, wall: float) -> str:
+    """A short table per seed: success and return over the last iterations, agreement start -> end."""
+    last_k = max(1, min(5, config.iterations // 5))
+    lines = [
+        f"{config.arm} arm, teacher {config.teacher.name if config.uses_teacher else '-'}, {config.env_id}, "
+        f"{config.num_seeds} seed(s), {config.iterations} iterations, wall time {wall:.0f} s",
+        f"{'seed':>5} {'frames':>9} {'success':>8} {'return':>7} {'coverage':>9} {'agreement start -> end':>24}",
+    ]
+    for seed in config.seeds:
+        mine = sorted((r for r in rows if int(r["seed"]) == seed), key=lambda r: int(r["iteration"]))
+        if not mine:
+            continue
+        tail = mine[-last_k:]
+        agree = f"{_fmt(_nanmean([mine[0]['teacher_oracle_agreement']]))} -> {_fmt(_nanmean([mine[-1]['teacher_oracle_agreement']]))}"
+        lines.append(
+            f"{seed:>5} {int(float(mine[-1]['frames'])):>9,} {_nanmean([r['success_rate'] for r in tail]):>8.3f} "
+            f"{_nanmean([r['mean_return'] for r in tail]):>7.3f} {_fmt(_nanmean([r['hint_coverage'] for r in tail])):>9} {agree:>24}"
+        )
+    lines.append(f"(success, return and coverage: mean of the last {last_k} iteration(s))")
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import rundir
+    from .loop import default_run_dir, train
+
+    try:
+        if args.resume:
+            if getattr(args, "run_dir", None) not in (None, args.resume):
+                raise ValueError("--resume takes the run directory; do not also give --run-dir")
+            saved = rundir.read_config(args.resume)
+            config = config_from_args(args, base=saved)
+            run_dir = args.resume
+        else:
+            config = config_from_args(args)
+            run_dir = args.run_dir or default_run_dir(config)
+    except ValueError as err:
+        return _fail("train", err)
+    progress = Progress(config, quiet=args.quiet)
+    print(f"bidijax train: {'resuming' if args.resume else 'run'} {run_dir}")
+    start = time.perf_counter()
+    try:
+        _, rows = train(config, run_dir, resume=bool(args.resume), on_iteration=progress)
+    except ValueError as err:
+        return _fail("train", err)
+    print(summary(rows, config, time.perf_counter() - start))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# plot, render, demo
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    try:
+        paths = plot_runs(args.run_dirs, args.out)
+    except ValueError as err:
+        return _fail("plot", err)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .render import render_run
+
+    try:
+        path = render_run(args.run_dir, args.out, episodes=args.episodes, seed_index=args.seed_index)
+    except ValueError as err:
+        return _fail("render", err)
+    print(path)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -17,8 +219,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         env = make(args.env)
     except ValueError as err:
-        print(f"bidijax demo: {err}", file=sys.stderr)
-        return 2
+        return _fail("demo", err)
     print(f"{args.env}: {args.num_envs} environments, max_steps={env.max_steps}")
     for name, policy in (("oracle", oracle_policy), ("random", random_policy)):
         run = jax.jit(lambda key, p=policy: first_episodes(env, p, args.num_envs, key))
@@ -34,18 +235,46 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bidijax", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="bidijax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tr = sub.add_parser("train", help="train students with teachers (the bi-directional loop)")
+    tr.add_argument("--config", help="YAML or JSON config file (flags override it)")
+    tr.add_argument("--run-dir", help="run directory to create (default: runs/<arm>-<teacher>-<time>)")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    tr.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_config_flags(tr)
+
+    pl = sub.add_parser("plot", help="learning curves of runs as PNG files")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", default=None, help="output directory (default: the first run directory)")
+
+    rd = sub.add_parser("render", help="GIF of a trained student's episodes with the teacher's hints")
+    rd.add_argument("run_dir", metavar="RUN_DIR")
+    rd.add_argument("--out", default=None, help="GIF path (default: RUN_DIR/episodes.gif)")
+    rd.add_argument("--episodes", type=int, default=3)
+    rd.add_argument("--seed-index", type=int, default=0, help="which seed of the run (0-based)")
+
     demo = sub.add_parser("demo", help="roll out the BFS oracle and a random policy on a batch of environments")
     demo.add_argument("--env", default="BabyAI-GoToRedBallNoDists-v0", help="environment id (default: %(default)s)")
     demo.add_argument("--num-envs", type=int, default=1024, help="number of parallel environments (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.num_envs < 1:
-            parser.error(f"--num-envs must be >= 1, got {args.num_envs}")
-        return _demo(args)
-    return 2
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "plot":
+        return _plot(args)
+    if args.command == "render":
+        if args.episodes < 1:
+            return _fail("render", ValueError(f"--episodes must be >= 1, got {args.episodes}"))
+        return _render(args)
+    if args.num_envs < 1:
+        return _fail("demo", ValueError(f"--num-envs must be >= 1, got {args.num_envs}"))
+    return _demo(args)
 
 
 if __name__ == "__main__":

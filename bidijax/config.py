@@ -1,0 +1,225 @@
+"""The typed configuration of a training run (``bidijax train``): one dataclass tree.
+
+``TrainConfig`` holds the run (environment, arm, seeds, iterations, checkpoints), the student's
+``PPOConfig`` (``ppo``) and the teacher's ``TeacherConfig`` (``teacher``). ``PRESETS`` name
+ready-made student batch shapes; ``resolve`` applies a preset, nested overrides and the arm's
+hint mode, and checks everything, raising one-line ``ValueError``s. Configs round-trip through
+plain dicts (``to_dict`` / ``from_dict``) for ``config.json`` and YAML/JSON config files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from .student.config import PPOConfig
+
+#: ``ppo``: no teacher; ``one_way``: teacher hints, the teacher never changes;
+#: ``bidirectional``: hints, and the teacher is fine-tuned on the student's feedback;
+#: ``teacher_only``: act from the teacher's table, the teacher is fine-tuned on the critic's feedback.
+ARMS = ("ppo", "one_way", "bidirectional", "teacher_only")
+SCRIPTED_TEACHERS = ("oracle", "noisy_oracle", "uniform")
+
+#: Student batch shapes. ``lamorel``: the PPO fine-tuning example of Lamorel used by the reference
+#: study (2 environments x 128 steps = 256 frames per update, 4 epochs of minibatches of 8,
+#: gamma = lambda = 0.99), so that "40 iterations" and "2100 iterations" mean what they meant there.
+#: ``default``: the CLI's default run (a few minutes on 2 CPU cores). ``large``: large-batch throughput.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": dict(num_envs=64, num_steps=64, num_minibatches=4, update_epochs=4),
+    "lamorel": dict(num_envs=2, num_steps=128, num_minibatches=32, update_epochs=4, gamma=0.99, gae_lambda=0.99),
+    "large": dict(num_envs=1024, num_steps=32, num_minibatches=8, update_epochs=4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """Which teacher, how it scores, and how it is fine-tuned from the student's feedback.
+
+    ``name``: ``default`` (the model shipped with bidijax), a Hugging Face hub id or local model
+    directory, or a scripted teacher (``oracle``, ``noisy_oracle`` with ``eps``, ``uniform``).
+    """
+
+    name: str = "default"
+    eps: float = 0.2  # noisy_oracle: probability that a situation's hint is uniform
+    temperature: float = 1.0
+    length_norm: bool = False
+    score_batch_size: int = 64
+    lr: float = 1e-4  # fine-tuning (bidirectional and teacher_only arms)
+    steps: int = 2
+    batch_size: int = 64
+    kl_coef: float = 0.1
+    min_count: float = 2.0
+    signal: str = "advantage"  # or "td": the feedback statistic the teacher learns from
+    lora_rank: int = 0
+    rescore_budget: int = 256  # most-visited situations re-scored after each teacher update
+
+    @property
+    def scripted(self) -> bool:
+        return self.name in SCRIPTED_TEACHERS
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A whole run. ``seed`` is the first seed id; seed ids are ``seed .. seed + num_seeds - 1``."""
+
+    env_id: str = "BabyAI-GoToRedBallNoDists-v0"
+    arm: str = "bidirectional"
+    hint_mode: str = ""  # student's use of hints; "" = the arm's default (distill; teacher_policy)
+    preset: str = "default"
+    iterations: int = 60
+    num_seeds: int = 3
+    seed: int = 0
+    table_capacity: int = 4096  # hint-table rows per seed; grows (doubling, one recompile) when full
+    checkpoint_every: int = 10  # iterations between checkpoints (and at the end)
+    tensorboard: bool = False
+    wandb: bool = False
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.arm != "ppo"
+
+    @property
+    def teacher_learns(self) -> bool:
+        return self.arm in ("bidirectional", "teacher_only") and not self.teacher.scripted
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.num_seeds))
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def arm_hint_mode(arm: str, hint_mode: str = "") -> str:
+    """The student's hint mode for an arm (``hint_mode`` overrides it where the arm allows)."""
+    if arm == "ppo":
+        return "none"
+    if arm == "teacher_only":
+        return "teacher_policy"
+    return hint_mode or "distill"
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Check a config and fill in what the arm and preset imply (the config that is saved)."""
+    _check_choice("arm", config.arm, ARMS)
+    _check_choice("preset", config.preset, tuple(PRESETS))
+    if config.arm in ("one_way", "bidirectional") and config.hint_mode:
+        _check_choice("hint_mode for this arm", config.hint_mode, ("distill", "prior"))
+    for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
+    if config.seed < 0:
+        raise ValueError(f"seed={config.seed} must be >= 0")
+    t = config.teacher
+    _check_choice("teacher signal", t.signal, ("advantage", "td"))
+    if not 0.0 <= t.eps <= 1.0:
+        raise ValueError(f"teacher eps={t.eps} must lie in [0, 1]")
+    for name in ("score_batch_size", "batch_size", "steps"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 1")
+    for name in ("temperature", "lr"):
+        if not getattr(t, name) > 0:
+            raise ValueError(f"teacher {name}={getattr(t, name)} must be > 0")
+    for name in ("kl_coef", "min_count", "lora_rank", "rescore_budget"):
+        if getattr(t, name) < 0:
+            raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 0")
+    mode = arm_hint_mode(config.arm, config.hint_mode)
+    ppo = config.ppo.replace(hint_mode=mode)  # PPOConfig checks batch shapes in __post_init__
+    return config.replace(hint_mode=mode, ppo=ppo)
+
+
+def with_preset(config: TrainConfig, preset: str, ppo_overrides: dict | None = None) -> TrainConfig:
+    """``config`` with the student's batch shape of ``preset``, then ``ppo_overrides`` on top."""
+    _check_choice("preset", preset, tuple(PRESETS))
+    ppo = _replace_checked(config.ppo, {**PRESETS[preset], **(ppo_overrides or {})}, "ppo")
+    return config.replace(preset=preset, ppo=ppo)
+
+
+# ---------------------------------------------------------------------------------------------
+# dicts (config.json, config files)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _replace_checked(obj, changes: dict, where: str):
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(f"unknown {where} option {unknown[0]!r}; allowed: {', '.join(sorted(names))}")
+    typed = {}
+    for f in dataclasses.fields(obj):
+        if f.name in changes:
+            typed[f.name] = _coerce(changes[f.name], type(getattr(obj, f.name)), f"{where}.{f.name}")
+    return dataclasses.replace(obj, **typed)
+
+
+def _coerce(value, kind: type, name: str):
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def from_dict(d: dict, base: TrainConfig | None = None) -> TrainConfig:
+    """A config from a (possibly partial) nested dict over ``base`` (defaults).
+
+    A ``preset`` key applies that preset's batch shape before the dict's ``ppo`` entries.
+    """
+    base = base or TrainConfig()
+    d = dict(d)
+    ppo = d.pop("ppo", None) or {}
+    teacher = d.pop("teacher", None) or {}
+    if not isinstance(ppo, dict) or not isinstance(teacher, dict):
+        raise ValueError("config entries 'ppo' and 'teacher' must be mappings")
+    preset = d.pop("preset", None)
+    out = _replace_checked(base, d, "config")
+    if preset is not None:
+        out = with_preset(out, str(preset), ppo)
+    else:
+        out = out.replace(ppo=_replace_checked(out.ppo, ppo, "ppo"))
+    return out.replace(teacher=_replace_checked(out.teacher, teacher, "teacher"))
+
+
+def load_file(path: str) -> dict:
+    """A nested dict from a YAML (``.yaml``/``.yml``) or JSON config file."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as err:
+        raise ValueError(f"cannot read config file {path!r}: {err.strerror}") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as err:
+        raise ValueError(f"config file {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
+                         f"{str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def default_config() -> TrainConfig:
+    """The CLI's default run: the default preset applied."""
+    return with_preset(TrainConfig(), "default")

@@ -1,0 +1,226 @@
+"""The run directory: config, metrics and checkpoints, written so that a kill never corrupts it.
+
+Layout::
+
+    RUN_DIR/config.json                 the full resolved config
+    RUN_DIR/metrics.csv                 one row per (iteration, seed)
+    RUN_DIR/checkpoints/LATEST          name of the newest complete checkpoint
+    RUN_DIR/checkpoints/it-000010/      student (orbax), hint tables (npz), teachers, meta.json
+
+A checkpoint is written into a hidden temporary directory and renamed into place; ``LATEST`` is
+replaced atomically afterwards. A kill therefore leaves either the previous checkpoint or the new
+one, never half of one; leftovers of an interrupted write are removed on resume. Metric rows after
+the checkpoint a run resumes from are dropped (they are computed again, identically).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+KEEP = 2  # complete checkpoints kept
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def is_run_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CONFIG))
+
+
+def write_config(run_dir: str, config: dict) -> None:
+    _write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def read_config(run_dir: str) -> dict:
+    if not is_run_dir(run_dir):
+        raise ValueError(f"{run_dir!r} is not a bidijax run directory (no {CONFIG})")
+    with open(os.path.join(run_dir, CONFIG)) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.csv
+
+
+class MetricsLog:
+    """Appends metric rows to ``metrics.csv`` (header from the first row), flushed per write."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, METRICS)
+        self.columns: list[str] | None = None
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as f:
+                header = next(csv.reader(f), None)
+            self.columns = header or None
+
+    def log(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        new = self.columns is None
+        if new:
+            self.columns = list(rows[0])
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate(self, iteration: int) -> None:
+        """Keep only complete rows of iterations ``<= iteration`` (after a resume)."""
+        if not os.path.exists(self.path):
+            return
+        rows = read_metrics(os.path.dirname(self.path))
+        kept = [r for r in rows if int(r["iteration"]) <= iteration]
+        if not self.columns:
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns)
+            w.writeheader()
+            w.writerows(kept)
+        os.replace(tmp, self.path)
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    """Rows of ``metrics.csv`` as dicts of strings; a torn last line (killed mid-write) is skipped."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        out = []
+        for row in reader:
+            if None in row or any(row.get(c) is None for c in cols):
+                continue
+            try:
+                int(row["iteration"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _ckpt_root(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINTS)
+
+
+def _name(iteration: int) -> str:
+    return f"it-{iteration:06d}"
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """Path of the newest complete checkpoint, or None."""
+    root = _ckpt_root(run_dir)
+    try:
+        with open(os.path.join(root, "LATEST")) as f:
+            name = f.read().strip()
+        path = os.path.join(root, name)
+        if os.path.isfile(os.path.join(path, "meta.json")):
+            return path
+    except OSError:
+        pass
+    done = sorted(
+        d for d in os.listdir(root) if d.startswith("it-") and os.path.isfile(os.path.join(root, d, "meta.json"))
+    ) if os.path.isdir(root) else []
+    return os.path.join(root, done[-1]) if done else None
+
+
+def clean_partial(run_dir: str) -> None:
+    """Remove temporary directories left by a checkpoint write that was killed."""
+    root = _ckpt_root(run_dir)
+    if os.path.isdir(root):
+        for d in os.listdir(root):
+            if d.startswith(".tmp-") or d.endswith(".tmp") or ".tmp-" in d:
+                p = os.path.join(root, d)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+
+
+def save_checkpoint(run_dir: str, iteration: int, runners, tables: list, teachers: list, meta: dict) -> str:
+    """Write one checkpoint atomically (see the module docstring); returns its path."""
+    import orbax.checkpoint as ocp
+
+    root = _ckpt_root(run_dir)
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, _name(iteration))
+    tmp = os.path.join(root, f".tmp-{_name(iteration)}")
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(os.path.abspath(tmp), "student"), runners)
+        ckptr.wait_until_finished()
+    save_tables(os.path.join(tmp, "tables.npz"), tables)
+    for i, teacher in enumerate(teachers):
+        d = os.path.join(tmp, f"teacher-{i}")
+        os.makedirs(d)
+        teacher.save(d)
+    _write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n")
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n")
+    done = sorted(d for d in os.listdir(root) if d.startswith("it-"))
+    for d in done[:-KEEP]:
+        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str, runners_like, teachers: list):
+    """Restore ``(meta, runners, tables)`` from ``path``; loads the teachers' states in place."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, runners_like)
+    with ocp.StandardCheckpointer() as ckptr:
+        runners = ckptr.restore(os.path.join(os.path.abspath(path), "student"), abstract)
+    tables = load_tables(os.path.join(path, "tables.npz"))
+    for i, teacher in enumerate(teachers):
+        teacher.load(os.path.join(path, f"teacher-{i}"))
+    return meta, runners, tables
+
+
+def save_tables(path: str, tables: list) -> None:
+    """Hint tables (one per seed) into one ``.npz``."""
+    arrays = {}
+    for i, t in enumerate(tables):
+        arrays[f"keys_{i}"] = np.asarray(t.keys)
+        arrays[f"probs_{i}"] = np.asarray(t.probs)
+        arrays[f"valid_{i}"] = np.asarray(t.valid)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_tables(path: str) -> list:
+    import jax.numpy as jnp
+
+    from .hints import HintTable
+
+    with np.load(path) as z:
+        n = len([k for k in z.files if k.startswith("keys_")])
+        return [
+            HintTable(keys=jnp.asarray(z[f"keys_{i}"]), probs=jnp.asarray(z[f"probs_{i}"]), valid=jnp.asarray(z[f"valid_{i}"]))
+            for i in range(n)
+        ]
