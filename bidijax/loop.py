@@ -37,6 +37,7 @@ from . import hints as hn
 from . import loggers, rundir
 from .envs import make
 from .student import PPOConfig, make_train, vmap_seeds
+from .teacher.finetune import most_visited
 
 #: metric columns that measure wall-clock time (they differ between otherwise identical runs)
 TIMING_COLUMNS = ("wall_s", "student_s", "teacher_s", "frames_per_s")
@@ -166,7 +167,7 @@ class Loop:
                 fb = _seed_slice(feedback.replace(misses=None), i, n)
                 table_keys = np.asarray(table.keys)[:n]
                 teacher_stats[i] = dict(teacher.update(fb, table_keys) or {})
-                top = _most_visited(table_keys, np.asarray(fb.visits), c.teacher.rescore_budget)
+                top = most_visited(table_keys, np.asarray(fb.visits), c.teacher.rescore_budget)
                 if len(top):
                     keys, probs = teacher.rescore(top)
                     table = hn.merge(table, keys, probs, grow=True)
@@ -202,15 +203,6 @@ class Loop:
 
 def _num(x) -> float:
     return float(np.asarray(x))
-
-
-def _most_visited(keys: np.ndarray, visits: np.ndarray, budget: int) -> np.ndarray:
-    """The ``budget`` keys with the most visits (visited ones only), ties broken by row order."""
-    if budget <= 0:
-        return keys[:0]
-    order = np.argsort(-visits, kind="stable")[:budget]
-    order = order[visits[order] > 0]
-    return keys[np.sort(order)]
 
 
 # ---------------------------------------------------------------------------------------------

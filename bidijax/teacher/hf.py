@@ -19,14 +19,20 @@ turns the scores of the action set into probabilities ``softmax(logp / temperatu
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import os
 import re
+import time
 
 import numpy as np
 import torch
 
 from bidijax.envs import constants as C
 from bidijax.hints import key64
+
+from .finetune import FinetuneConfig, targets
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
 TOKENIZER_FILES = (
@@ -105,8 +111,12 @@ class HFTeacher:
         device=None,
         seed: int = 0,
         action_strings=C.ACTION_STRINGS,
+        finetune: FinetuneConfig | None = None,
     ):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         if model_type not in MODEL_TYPES:
             raise ValueError(f"unknown model_type {model_type!r}; allowed: {', '.join(MODEL_TYPES)}")
@@ -125,6 +135,9 @@ class HFTeacher:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.finetune = finetune or FinetuneConfig()
+        self.reference = None  # frozen copy of the weights before the first update
+        self.optimizer = None
 
         config = _load("config", self.path, lambda: AutoConfig.from_pretrained(self.path))
         if model_type == "auto":
@@ -133,6 +146,8 @@ class HFTeacher:
         self.tokenizer = _load("tokenizer", self.path, lambda: AutoTokenizer.from_pretrained(self.path))
         auto = AutoModelForSeq2SeqLM if model_type == "seq2seq" else AutoModelForCausalLM
         self.model = _load("weights", self.path, lambda: auto.from_pretrained(self.path, config=config))
+        if self.finetune.lora_rank > 0:
+            self.model = _with_lora(self.model, self.finetune.lora_rank)
         self.model.to(self.device).eval()
 
         tok = self.tokenizer
@@ -328,3 +343,153 @@ class HFTeacher:
                 self.prompts[k64[i]] = text
         out = np.stack([self._cache[k] for k in k64]) if k64 else np.zeros((0, len(self.action_strings)), np.float32)
         return keys, out.astype(np.float32)
+
+    # -- fine-tuning from the student's feedback ---------------------------------------------------
+
+    #: the loop fine-tunes and re-scores teachers that learn (scripted teachers do not)
+    learns = True
+
+    @contextlib.contextmanager
+    def _scoring_with(self, model):
+        saved, self.model = self.model, model
+        try:
+            yield
+        finally:
+            self.model = saved
+
+    def _prepare_training(self) -> None:
+        if self.reference is None:
+            if self.finetune.lora_rank > 0:
+                self.reference = _AdaptersOff(self.model)
+            else:
+                self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if self.optimizer is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(params, lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
+
+    def update(self, feedback, keys) -> dict:
+        """Fine-tune on the student's feedback; ``keys`` (``uint32 [K, 2]``) names feedback row ``k``.
+
+        Situations are sampled in proportion to their visits among those this teacher has scored
+        (their prompts are known); see ``finetune`` for the objective. Afterwards the teacher is a
+        new version (cache dropped). Returns statistics (``loss``, ``pg_loss``, ``kl``, ...).
+        """
+        fc = self.finetune
+        k64 = key64(np.asarray(keys, np.uint32).reshape(-1, 2)).tolist()
+        known = np.asarray([k in self.prompts for k in k64], bool)
+        weight = targets(feedback, fc.signal, fc.min_count, rows=known)
+        visits = np.asarray(feedback.visits, np.float64) * known * np.any(weight != 0, axis=1)
+        if visits.sum() <= 0:
+            return {"steps": 0, "num_situations": 0}
+        self._prepare_training()
+        start = time.perf_counter()
+        probs = torch.tensor(visits / visits.sum(), dtype=torch.float64)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        stats = []
+        for _ in range(fc.steps):
+            idx = torch.multinomial(probs, fc.batch_size, replacement=True, generator=self.generator).numpy()
+            prompts = [self.prompts[k64[i]] for i in idx]
+            logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, -1)
+            with torch.no_grad(), self._scoring_with(self.reference):
+                ref = torch.log_softmax(self.action_logprobs(prompts) / self.temperature, -1)
+            w = torch.as_tensor(weight[idx], device=logp.device)
+            pg = -(w * logp).sum(-1).mean()
+            kl = (logp.exp() * (logp - ref)).sum(-1).mean()
+            loss = pg + fc.kl_coef * kl
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if fc.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, fc.max_grad_norm)
+            self.optimizer.step()
+            stats.append((loss.item(), pg.item(), kl.item()))
+        self.invalidate()
+        secs = time.perf_counter() - start
+        loss, pg, kl = np.mean(stats, axis=0)
+        return {
+            "loss": float(loss), "pg_loss": float(pg), "kl": float(kl), "steps": fc.steps,
+            "num_situations": int(np.sum(visits > 0)), "examples_per_s": fc.steps * fc.batch_size / max(secs, 1e-9),
+        }  # fmt: skip
+
+    def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """Score situations this teacher already knows (by key) with its current weights.
+
+        Returns rows ``(keys, probs)`` for the known keys (unknown ones are left out).
+        """
+        keys = np.asarray(keys, np.uint32).reshape(-1, 2)
+        k64 = key64(keys).tolist()
+        known = [i for i, k in enumerate(k64) if k in self.prompts]
+        todo = [i for i in known if k64[i] not in self._cache]
+        if todo:
+            for i, row in zip(todo, self.score_prompts([self.prompts[k64[i]] for i in todo])):
+                self._cache[k64[i]] = row
+        probs = np.stack([self._cache[k64[i]] for i in known]) if known else np.zeros((0, len(self.action_strings)))
+        return keys[known], probs.astype(np.float32)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def save(self, directory: str) -> None:
+        """Write the full state (weights, reference, optimizer, cache, prompts, version, RNG)."""
+        os.makedirs(directory, exist_ok=True)
+        torch.save(self.model.state_dict(), os.path.join(directory, "model.pt"))
+        if self.reference is not None and not isinstance(self.reference, _AdaptersOff):
+            torch.save(self.reference.state_dict(), os.path.join(directory, "reference.pt"))
+        if self.optimizer is not None:
+            torch.save(self.optimizer.state_dict(), os.path.join(directory, "optimizer.pt"))
+        torch.save(self.generator.get_state(), os.path.join(directory, "generator.pt"))
+        cached = sorted(self._cache)
+        np.savez(
+            os.path.join(directory, "cache.npz"),
+            keys=np.asarray(cached, np.uint64),
+            probs=np.stack([self._cache[k] for k in cached]) if cached else np.zeros((0, len(self.action_strings)), np.float32),
+        )
+        meta = {
+            "model": self.model_name, "version": self.version, "trained": self.reference is not None,
+            "prompts": {str(k): v for k, v in self.prompts.items()},
+        }  # fmt: skip
+        with open(os.path.join(directory, "teacher.json"), "w") as f:
+            json.dump(meta, f)
+
+    def load(self, directory: str) -> None:
+        """Restore a state written by ``save`` into this teacher (same model architecture)."""
+        with open(os.path.join(directory, "teacher.json")) as f:
+            meta = json.load(f)
+        self.model.load_state_dict(torch.load(os.path.join(directory, "model.pt"), weights_only=True))
+        self.reference, self.optimizer = None, None
+        if meta["trained"]:
+            self._prepare_training()
+            ref = os.path.join(directory, "reference.pt")
+            if os.path.exists(ref):
+                self.reference.load_state_dict(torch.load(ref, weights_only=True))
+            opt = os.path.join(directory, "optimizer.pt")
+            if os.path.exists(opt):
+                self.optimizer.load_state_dict(torch.load(opt, weights_only=True))
+        self.generator.set_state(torch.load(os.path.join(directory, "generator.pt"), weights_only=True))
+        with np.load(os.path.join(directory, "cache.npz")) as z:
+            self._cache = {int(k): row for k, row in zip(z["keys"], z["probs"])}
+        self.prompts = {int(k): v for k, v in meta["prompts"].items()}
+        self.version = int(meta["version"])
+
+
+class _AdaptersOff:
+    """The LoRA-wrapped model with its adapters disabled: the frozen reference of a LoRA teacher."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, *args, **kwargs):
+        with self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+    def get_encoder(self):
+        return _AdaptersOff(self.model.get_encoder()) if hasattr(self.model, "disable_adapter") else self.model.get_encoder()
+
+    def eval(self):
+        return self
+
+
+def _with_lora(model, rank: int):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ValueError(f"lora_rank={rank} needs the peft package: pip install peft") from None
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0))

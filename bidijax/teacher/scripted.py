@@ -15,6 +15,9 @@ Same ``score`` interface as ``HFTeacher``; ``update`` is a no-op (scripted teach
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -69,9 +72,25 @@ class ScriptedTeacher:
             probs = np.where(noisy[:, None], uniform, probs)
         return keys, probs
 
+    #: scripted teachers never change, so the loop neither fine-tunes nor re-scores them
+    learns = False
+
     def update(self, feedback=None, keys=None) -> dict:
         """Scripted teachers do not learn: returns empty statistics."""
         return {}
+
+    def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
+        """Nothing to re-score (the hints never change): no rows."""
+        return np.zeros((0, 2), np.uint32), np.zeros((0, self.num_actions), np.float32)
+
+    def save(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "teacher.json"), "w") as f:
+            json.dump(self.state_dict(), f)
+
+    def load(self, directory: str) -> None:
+        with open(os.path.join(directory, "teacher.json")) as f:
+            self.load_state_dict(json.load(f))
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "eps": self.eps, "seed": self.seed, "version": self.version}
