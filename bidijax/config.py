@@ -53,6 +53,7 @@ class TeacherConfig:
     signal: str = "advantage"  # or "td": the feedback statistic the teacher learns from
     lora_rank: int = 0
     rescore_budget: int = 256  # most-visited situations re-scored after each teacher update
+    torch_threads: int = 1  # torch CPU threads (0: torch's default); 1 is fastest for small teachers
 
     @property
     def scripted(self) -> bool:
@@ -128,7 +129,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     for name in ("temperature", "lr"):
         if not getattr(t, name) > 0:
             raise ValueError(f"teacher {name}={getattr(t, name)} must be > 0")
-    for name in ("kl_coef", "min_count", "lora_rank", "rescore_budget"):
+    for name in ("kl_coef", "min_count", "lora_rank", "rescore_budget", "torch_threads"):
         if getattr(t, name) < 0:
             raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 0")
     mode = arm_hint_mode(config.arm, config.hint_mode)

@@ -64,8 +64,14 @@ def make_teacher(tc: cfg.TeacherConfig, seed: int):
 
     if tc.scripted:
         return T.ScriptedTeacher(tc.name, eps=tc.eps if tc.name == "noisy_oracle" else 0.0, seed=seed)
+    import torch
+
     from .teacher.finetune import FinetuneConfig
     from .teacher.hf import HFTeacher
+
+    if tc.torch_threads > 0:
+        # small models on a CPU shared with XLA: torch's thread pool costs more than it gives
+        torch.set_num_threads(tc.torch_threads)
 
     finetune = FinetuneConfig(
         lr=tc.lr, steps=tc.steps, batch_size=tc.batch_size, kl_coef=tc.kl_coef,
