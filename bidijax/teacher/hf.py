@@ -15,16 +15,21 @@ turns the scores of the action set into probabilities ``softmax(logp / temperatu
 
 ``score`` caches probabilities by situation key for the current ``version`` of the teacher;
 ``invalidate()`` (called after fine-tuning) starts a new version with an empty cache.
+
+``update(feedback, keys)`` fine-tunes the model on the student's feedback (objective and
+configuration in ``bidijax.teacher.finetune``), ``rescore(keys)`` scores known situations again
+after an update, and ``save(dir)`` / ``load(dir)`` write and restore the full state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import json
 import os
 import re
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -32,7 +37,7 @@ import torch
 from bidijax.envs import constants as C
 from bidijax.hints import key64
 
-from .finetune import FinetuneConfig, targets
+from .finetune import FinetuneConfig, sampling_probs, targets
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
 TOKENIZER_FILES = (
@@ -99,6 +104,7 @@ class HFTeacher:
     ``"seq2seq"``. ``batch_size``: prompts per forward pass (each expanded to every action).
     ``device``: defaults to CUDA when available, else CPU. ``seed`` seeds the teacher's own
     torch generator (``self.generator``) for later fine-tuning; scoring is deterministic.
+    ``finetune``: a ``FinetuneConfig`` for ``update`` (default: ``FinetuneConfig()``).
     """
 
     def __init__(
@@ -135,9 +141,12 @@ class HFTeacher:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.finetune = finetune or FinetuneConfig()
-        self.reference = None  # frozen copy of the weights before the first update
-        self.optimizer = None
+        self.finetune = finetune if finetune is not None else FinetuneConfig()
+        if not isinstance(self.finetune, FinetuneConfig):
+            raise ValueError(f"finetune must be a FinetuneConfig, got {type(self.finetune).__name__}")
+        self._lora = self.finetune.lora_rank > 0
+        self.reference = None  # full fine-tuning: frozen copy of the weights, made by the first update
+        self.optimizer = None  # AdamW, made by the first update
 
         config = _load("config", self.path, lambda: AutoConfig.from_pretrained(self.path))
         if model_type == "auto":
@@ -146,8 +155,8 @@ class HFTeacher:
         self.tokenizer = _load("tokenizer", self.path, lambda: AutoTokenizer.from_pretrained(self.path))
         auto = AutoModelForSeq2SeqLM if model_type == "seq2seq" else AutoModelForCausalLM
         self.model = _load("weights", self.path, lambda: auto.from_pretrained(self.path, config=config))
-        if self.finetune.lora_rank > 0:
-            self.model = _with_lora(self.model, self.finetune.lora_rank)
+        if self._lora:
+            self.model = _with_lora(self.model, self.finetune.lora_rank, model)
         self.model.to(self.device).eval()
 
         tok = self.tokenizer
@@ -344,55 +353,85 @@ class HFTeacher:
         out = np.stack([self._cache[k] for k in k64]) if k64 else np.zeros((0, len(self.action_strings)), np.float32)
         return keys, out.astype(np.float32)
 
-    # -- fine-tuning from the student's feedback ---------------------------------------------------
+    # -- fine-tuning from the student's feedback -------------------------------------------------
 
     #: the loop fine-tunes and re-scores teachers that learn (scripted teachers do not)
     learns = True
 
-    @contextlib.contextmanager
-    def _scoring_with(self, model):
-        saved, self.model = self.model, model
-        try:
-            yield
-        finally:
-            self.model = saved
+    @property
+    def trained(self) -> bool:
+        """Whether ``update`` has taken a step (the optimizer and the reference exist)."""
+        return self.optimizer is not None
 
     def _prepare_training(self) -> None:
-        if self.reference is None:
-            if self.finetune.lora_rank > 0:
-                self.reference = _AdaptersOff(self.model)
+        """Create the frozen reference and the AdamW optimizer (once, before the first step)."""
+        if self.optimizer is not None:
+            return
+        if not self._lora:  # LoRA's reference is the base model: adapters switched off
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
+
+    def _reference_logprobs(self, prompts: list[str]) -> torch.Tensor:
+        """``[N, A]`` log-probabilities of the reference's action distribution (no gradient)."""
+        with torch.no_grad():
+            if self._lora:
+                with self.model.disable_adapter():
+                    logp = self.action_logprobs(prompts)
             else:
-                self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        if self.optimizer is None:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.AdamW(params, lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
+                current, self.model = self.model, self.reference
+                try:
+                    logp = self.action_logprobs(prompts)
+                finally:
+                    self.model = current
+        return torch.log_softmax(logp / self.temperature, dim=-1)
 
     def update(self, feedback, keys) -> dict:
-        """Fine-tune on the student's feedback; ``keys`` (``uint32 [K, 2]``) names feedback row ``k``.
+        """Fine-tune on the student's feedback (the RL -> LM direction); returns statistics.
 
-        Situations are sampled in proportion to their visits among those this teacher has scored
-        (their prompts are known); see ``finetune`` for the objective. Afterwards the teacher is a
-        new version (cache dropped). Returns statistics (``loss``, ``pg_loss``, ``kl``, ...).
+        ``feedback``: a ``bidijax.feedback.Feedback`` (numpy or jax arrays, ``[K, A]`` and visits
+        ``[K]``) whose row ``k`` is the situation ``keys[k]`` (``uint32 [K, 2]``, the hint table's
+        keys when the student updated). Only situations this teacher has scored (whose prompt it
+        knows) are used. Takes ``finetune.steps`` AdamW steps on the objective of
+        ``bidijax.teacher.finetune`` with situations drawn from ``self.generator``. The model
+        stays in eval mode throughout (dropout off, so a step is a deterministic function of the
+        weights, the batch and the optimizer state). After a step the teacher is a new version
+        (``invalidate``: cached probabilities dropped). Without a known visited situation, or
+        without signal (every target 0, e.g. all advantages equal), nothing happens (``steps`` 0,
+        losses NaN, same version): a KL-only step at the reference would only move the weights by
+        Adam-normalised rounding noise.
+
+        Returns ``loss``, ``pg_loss``, ``kl`` (means over the steps), ``num_situations`` (known
+        visited situations that could be drawn), ``steps`` and ``examples_per_s``.
         """
-        fc = self.finetune
-        k64 = key64(np.asarray(keys, np.uint32).reshape(-1, 2)).tolist()
-        known = np.asarray([k in self.prompts for k in k64], bool)
+        fc, num_actions = self.finetune, len(self.action_strings)
+        keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
+        count = np.asarray(feedback.count)
+        if count.shape != (len(keys), num_actions) or np.shape(feedback.visits) != (len(keys),):
+            raise ValueError(
+                f"feedback has count {count.shape} and visits {np.shape(feedback.visits)} for {len(keys)} keys; "
+                f"expected [{len(keys)}, {num_actions}] and [{len(keys)}]"
+            )
+        k64 = key64(keys).tolist()
+        known = np.fromiter((k in self.prompts for k in k64), bool, len(k64))
+        probs = sampling_probs(feedback.visits, known)
+        stats = {"loss": float("nan"), "pg_loss": float("nan"), "kl": float("nan")}
+        stats.update(num_situations=0 if probs is None else int(np.sum(probs > 0)), steps=0, examples_per_s=0.0)
         weight = targets(feedback, fc.signal, fc.min_count, rows=known)
-        visits = np.asarray(feedback.visits, np.float64) * known * np.any(weight != 0, axis=1)
-        if visits.sum() <= 0:
-            return {"steps": 0, "num_situations": 0}
+        if probs is None or not weight.any():  # nothing to learn from: the weights stay exactly as they are
+            return stats
         self._prepare_training()
         start = time.perf_counter()
-        probs = torch.tensor(visits / visits.sum(), dtype=torch.float64)
+        draws = torch.multinomial(
+            torch.from_numpy(probs), fc.steps * fc.batch_size, replacement=True, generator=self.generator
+        )
         params = [p for p in self.model.parameters() if p.requires_grad]
-        stats = []
-        for _ in range(fc.steps):
-            idx = torch.multinomial(probs, fc.batch_size, replacement=True, generator=self.generator).numpy()
+        history = []
+        for idx in draws.view(fc.steps, fc.batch_size).numpy():
             prompts = [self.prompts[k64[i]] for i in idx]
-            logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, -1)
-            with torch.no_grad(), self._scoring_with(self.reference):
-                ref = torch.log_softmax(self.action_logprobs(prompts) / self.temperature, -1)
-            w = torch.as_tensor(weight[idx], device=logp.device)
+            logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
+            ref = self._reference_logprobs(prompts)
+            w = torch.from_numpy(weight[idx]).to(logp.device)
             pg = -(w * logp).sum(-1).mean()
             kl = (logp.exp() * (logp - ref)).sum(-1).mean()
             loss = pg + fc.kl_coef * kl
@@ -401,95 +440,125 @@ class HFTeacher:
             if fc.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, fc.max_grad_norm)
             self.optimizer.step()
-            stats.append((loss.item(), pg.item(), kl.item()))
+            history.append((loss.item(), pg.item(), kl.item()))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
         self.invalidate()
-        secs = time.perf_counter() - start
-        loss, pg, kl = np.mean(stats, axis=0)
-        return {
-            "loss": float(loss), "pg_loss": float(pg), "kl": float(kl), "steps": fc.steps,
-            "num_situations": int(np.sum(visits > 0)), "examples_per_s": fc.steps * fc.batch_size / max(secs, 1e-9),
-        }  # fmt: skip
+        seconds = time.perf_counter() - start
+        loss, pg, kl = np.mean(history, axis=0)
+        stats.update(loss=float(loss), pg_loss=float(pg), kl=float(kl), steps=fc.steps)
+        stats["examples_per_s"] = fc.steps * fc.batch_size / max(seconds, 1e-9)
+        return stats
 
     def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        """Score situations this teacher already knows (by key) with its current weights.
+        """Rows ``(keys, probs)`` for situations this teacher already knows, by key alone.
 
-        Returns rows ``(keys, probs)`` for the known keys (unknown ones are left out).
+        Their stored prompts are scored with the current weights in one batch (keys already
+        scored in this version come from the cache). Keys never scored (no prompt) are left out,
+        so the result may have fewer rows than ``keys``. For the loop, after ``update``, on the
+        ``finetune.most_visited`` rows of the hint table.
         """
-        keys = np.asarray(keys, np.uint32).reshape(-1, 2)
+        keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
         k64 = key64(keys).tolist()
         known = [i for i, k in enumerate(k64) if k in self.prompts]
-        todo = [i for i in known if k64[i] not in self._cache]
+        todo = list({k64[i]: i for i in known if k64[i] not in self._cache}.values())
         if todo:
             for i, row in zip(todo, self.score_prompts([self.prompts[k64[i]] for i in todo])):
                 self._cache[k64[i]] = row
-        probs = np.stack([self._cache[k64[i]] for i in known]) if known else np.zeros((0, len(self.action_strings)))
-        return keys[known], probs.astype(np.float32)
+        probs = [self._cache[k64[i]] for i in known]
+        out = np.stack(probs) if probs else np.zeros((0, len(self.action_strings)), np.float32)
+        return keys[known], out.astype(np.float32)
 
     # -- checkpoints -----------------------------------------------------------------------------
 
     def save(self, directory: str) -> None:
-        """Write the full state (weights, reference, optimizer, cache, prompts, version, RNG)."""
+        """Write the full state into ``directory`` (created if needed).
+
+        ``model.safetensors`` (current weights), ``reference.safetensors`` (the frozen reference,
+        full fine-tuning after the first update), ``optimizer.pt`` (AdamW state, tensors only),
+        ``state.npz`` (cached probabilities by key, the generator's state) and ``teacher.json``
+        (version, prompts by key, configuration). Nothing is pickled.
+        """
+        from safetensors.torch import save_model
+
         os.makedirs(directory, exist_ok=True)
-        torch.save(self.model.state_dict(), os.path.join(directory, "model.pt"))
-        if self.reference is not None and not isinstance(self.reference, _AdaptersOff):
-            torch.save(self.reference.state_dict(), os.path.join(directory, "reference.pt"))
+        path = lambda name: os.path.join(directory, name)
+        save_model(self.model, path("model.safetensors"))
+        if self.reference is not None:
+            save_model(self.reference, path("reference.safetensors"))
         if self.optimizer is not None:
-            torch.save(self.optimizer.state_dict(), os.path.join(directory, "optimizer.pt"))
-        torch.save(self.generator.get_state(), os.path.join(directory, "generator.pt"))
+            torch.save(self.optimizer.state_dict(), path("optimizer.pt"))
         cached = sorted(self._cache)
+        probs = [self._cache[k] for k in cached]
         np.savez(
-            os.path.join(directory, "cache.npz"),
-            keys=np.asarray(cached, np.uint64),
-            probs=np.stack([self._cache[k] for k in cached]) if cached else np.zeros((0, len(self.action_strings)), np.float32),
+            path("state.npz"),
+            cache_keys=np.asarray(cached, np.uint64),
+            cache_probs=np.stack(probs) if probs else np.zeros((0, len(self.action_strings)), np.float32),
+            generator=self.generator.get_state().numpy(),
         )
         meta = {
-            "model": self.model_name, "version": self.version, "trained": self.reference is not None,
+            "format": 1, "model": self.model_name, "model_type": self.model_type,
+            "action_strings": list(self.action_strings), "temperature": self.temperature,
+            "length_norm": self.length_norm, "finetune": dataclasses.asdict(self.finetune),
+            "version": self.version, "trained": self.trained,
             "prompts": {str(k): v for k, v in self.prompts.items()},
         }  # fmt: skip
-        with open(os.path.join(directory, "teacher.json"), "w") as f:
+        with open(path("teacher.json"), "w") as f:
             json.dump(meta, f)
 
     def load(self, directory: str) -> None:
-        """Restore a state written by ``save`` into this teacher (same model architecture)."""
-        with open(os.path.join(directory, "teacher.json")) as f:
-            meta = json.load(f)
-        self.model.load_state_dict(torch.load(os.path.join(directory, "model.pt"), weights_only=True))
-        self.reference, self.optimizer = None, None
-        if meta["trained"]:
-            self._prepare_training()
-            ref = os.path.join(directory, "reference.pt")
-            if os.path.exists(ref):
-                self.reference.load_state_dict(torch.load(ref, weights_only=True))
-            opt = os.path.join(directory, "optimizer.pt")
-            if os.path.exists(opt):
-                self.optimizer.load_state_dict(torch.load(opt, weights_only=True))
-        self.generator.set_state(torch.load(os.path.join(directory, "generator.pt"), weights_only=True))
-        with np.load(os.path.join(directory, "cache.npz")) as z:
-            self._cache = {int(k): row for k, row in zip(z["keys"], z["probs"])}
+        """Restore, in place, a state written by ``save`` for a teacher of the same model.
+
+        Weights, reference, optimizer, cache, prompts, version, generator and configuration
+        (temperature, length normalisation, fine-tuning) all come from ``directory``: scores and
+        following updates are exactly those of the teacher that was saved.
+        """
+        from safetensors.torch import load_model
+
+        path = lambda name: os.path.join(directory, name)
+        try:
+            with open(path("teacher.json")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"no teacher state in {directory!r}: {_first_line(err)}") from None
+        saved = (meta["model_type"], tuple(meta["action_strings"]), meta["finetune"]["lora_rank"])
+        ours = (self.model_type, self.action_strings, self.finetune.lora_rank)
+        if saved != ours:
+            raise ValueError(
+                f"teacher state in {directory!r} has (model_type, action_strings, lora_rank) {saved}; this teacher has {ours}"
+            )
+        device = str(self.device)
+        try:
+            load_model(self.model, path("model.safetensors"), device=device)
+            self.reference, self.optimizer = None, None
+            if meta["trained"]:
+                self._prepare_training()
+                if self.reference is not None:
+                    load_model(self.reference, path("reference.safetensors"), device=device)
+                self.optimizer.load_state_dict(torch.load(path("optimizer.pt"), map_location=device, weights_only=True))
+        except Exception as err:  # wrong architecture, missing or damaged files
+            raise ValueError(f"cannot load the teacher state in {directory!r}: {_first_line(err)}") from None
+        self.model.eval()
+        with np.load(path("state.npz")) as z:
+            self._cache = {int(k): row for k, row in zip(z["cache_keys"], z["cache_probs"])}
+            self.generator.set_state(torch.from_numpy(z["generator"]))
         self.prompts = {int(k): v for k, v in meta["prompts"].items()}
         self.version = int(meta["version"])
+        self.temperature, self.length_norm = float(meta["temperature"]), bool(meta["length_norm"])
+        self.finetune = FinetuneConfig(**meta["finetune"])
+        for group in self.optimizer.param_groups if self.optimizer is not None else ():
+            group.update(lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
 
 
-class _AdaptersOff:
-    """The LoRA-wrapped model with its adapters disabled: the frozen reference of a LoRA teacher."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, *args, **kwargs):
-        with self.model.disable_adapter():
-            return self.model(*args, **kwargs)
-
-    def get_encoder(self):
-        return _AdaptersOff(self.model.get_encoder()) if hasattr(self.model, "disable_adapter") else self.model.get_encoder()
-
-    def eval(self):
-        return self
-
-
-def _with_lora(model, rank: int):
+def _with_lora(model, rank: int, name: str):
+    """``model`` wrapped by ``peft`` with LoRA adapters of ``rank`` (peft's default target modules)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ValueError(f"lora_rank={rank} needs the peft package: pip install peft") from None
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0))
+        raise ValueError(f"finetune lora_rank={rank} needs the peft package: pip install 'bidijax[lora]'") from None
+    try:
+        with warnings.catch_warnings():  # peft switches fan_in_fan_out on for GPT-2's Conv1D itself
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+            return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0))
+    except Exception as err:
+        raise ValueError(f"cannot add LoRA adapters to model {name!r}: {_first_line(err)}") from None

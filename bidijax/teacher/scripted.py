@@ -10,7 +10,9 @@ so teacher quality can be varied exactly, which no language model allows.
   the situation key and the teacher's seed, so a situation always gets the same hint.
 * ``uniform``: the uniform distribution everywhere (a teacher that knows nothing).
 
-Same ``score`` interface as ``HFTeacher``; ``update`` is a no-op (scripted teachers do not learn).
+Same interface as ``HFTeacher`` (``score``, ``update``, ``rescore``, ``save``, ``load``), but
+scripted teachers do not learn: ``learns`` is False, ``update`` is a no-op and ``rescore`` returns
+no rows (their hints never change, so there is nothing to refresh).
 """
 
 from __future__ import annotations
@@ -76,26 +78,34 @@ class ScriptedTeacher:
     learns = False
 
     def update(self, feedback=None, keys=None) -> dict:
-        """Scripted teachers do not learn: returns empty statistics."""
+        """Same signature as ``HFTeacher.update``; scripted teachers do not learn: empty statistics."""
         return {}
 
     def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        """Nothing to re-score (the hints never change): no rows."""
+        """No rows: the hints of a scripted teacher never change, so nothing needs re-scoring."""
         return np.zeros((0, 2), np.uint32), np.zeros((0, self.num_actions), np.float32)
 
     def save(self, directory: str) -> None:
+        """Write the state (``state_dict``) to ``directory/teacher.json``."""
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "teacher.json"), "w") as f:
             json.dump(self.state_dict(), f)
 
     def load(self, directory: str) -> None:
-        with open(os.path.join(directory, "teacher.json")) as f:
-            self.load_state_dict(json.load(f))
+        """Restore, in place, a state written by ``save``."""
+        try:
+            with open(os.path.join(directory, "teacher.json")) as f:
+                state = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"no scripted teacher state in {directory!r}: {type(err).__name__}") from None
+        self.load_state_dict(state)
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "eps": self.eps, "seed": self.seed, "version": self.version}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") not in SCRIPTED:
+            raise ValueError(f"not a scripted teacher state (kind {state.get('kind')!r}; allowed: {', '.join(SCRIPTED)})")
         self.kind, self.eps, self.seed = state["kind"], float(state["eps"]), int(state["seed"])
         self.version = int(state["version"])
 
