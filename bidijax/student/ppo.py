@@ -32,6 +32,7 @@ from ..envs.oracle import oracle_actions
 from ..envs.perception import percept, situation_key
 from ..envs.scene import mission_of
 from .config import PPOConfig
+from . import shuffle
 from .networks import ActorCritic
 
 LOG_EPS = 1e-8
@@ -62,6 +63,21 @@ class Transition(NamedTuple):
     kl_teacher: jax.Array  # KL(teacher || student) in the step's situation
     agree: jax.Array  # teacher argmax is an oracle action (when an oracle is tracked)
     has_oracle: jax.Array
+
+
+class Batch(NamedTuple):
+    """What the PPO loss reads of a step (flattened ``[batch]``); ``teacher`` / ``hit`` only when
+    the student reads a table."""
+
+    obs: Any
+    action: jax.Array
+    logp_behaviour: jax.Array
+    value: jax.Array
+    valid: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+    teacher: Any = None
+    hit: Any = None
 
 
 class Rollout(NamedTuple):
@@ -195,7 +211,8 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         adv, td = gae(traj.reward, traj.value, next_values, traj.next_type, config.gamma, config.gae_lambda)
         return Rollout(ts, key, traj, extra, adv, td)
 
-    def loss_fn(params, mb: Transition, adv, targets, beta):
+    def loss_fn(params, mb: Batch, beta):
+        adv, targets = mb.advantage, mb.target
         logits, value = apply(params, mb.obs)
         logp_all = jax.nn.log_softmax(logits)
         logp = jnp.take_along_axis(logp_all, mb.action[:, None], -1)[:, 0]
@@ -213,8 +230,11 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         v_loss = 0.5 * masked_mean(v_err, m)
         probs = jnp.exp(logp_all)
         entropy = masked_mean(-jnp.sum(probs * logp_all, -1), m)
-        ce = -jnp.sum(mb.teacher * logp_all, -1)
-        distill = masked_mean(ce * mb.hit, m)
+        if use_table:
+            ce = -jnp.sum(mb.teacher * logp_all, -1)
+            distill = masked_mean(ce * mb.hit, m)
+        else:  # no table: no hit, no distillation term
+            distill = jnp.zeros((), logp_all.dtype)
         total = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
         if config.hint_mode == "distill":
             total = total + beta * distill
@@ -235,21 +255,26 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
 
         batch_size = config.num_steps * config.num_envs
         flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
-        data = (jax.tree.map(flat, traj), flat(adv), flat(targets))
+        batch = Batch(
+            traj.obs, traj.action, traj.logp_behaviour, traj.value, traj.valid, adv, targets,
+            traj.teacher if use_table else None, traj.hit if use_table else None,
+        )
+        data = jax.tree.map(flat, batch)
 
         def epoch(carry, _):
             params, opt_state, key = carry
             key, k_perm = jax.random.split(key)
-            perm = jax.random.permutation(k_perm, batch_size)
-            shuffled = jax.tree.map(lambda x: x[perm].reshape((n_mb, -1) + x.shape[1:]), data)
+            # a fresh random partition of the batch into minibatches every epoch (see shuffle.py)
+            perm = shuffle.permutation(k_perm, batch_size).reshape(n_mb, batch_size // n_mb)
 
-            def minibatch(carry, mb):
+            def minibatch(carry, idx):
                 params, opt_state = carry
-                (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *mb, beta)
+                mb = jax.tree.map(lambda x: x[idx], data)
+                (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, beta)
                 updates, opt_state = tx.update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), opt_state), stats
 
-            (params, opt_state), stats = jax.lax.scan(minibatch, (params, opt_state), shuffled)
+            (params, opt_state), stats = jax.lax.scan(minibatch, (params, opt_state), perm)
             return (params, opt_state, key), stats
 
         (params, opt_state, key), stats = jax.lax.scan(
