@@ -168,13 +168,17 @@ def collect_misses(
 
     Each kept key comes with the mission, percept (and, if given, the oracle's optimal actions)
     of its first occurrence in sorted order. Distinct keys beyond ``size`` are counted in
-    ``overflow``, never dropped silently.
+    ``overflow``, never dropped silently. ``oracle`` is either ``bool[..., A]`` per lookup or a
+    function ``(src int32[size], filled bool[size]) -> bool[size, A]`` of the flat indices of the
+    kept lookups (rows where ``filled`` is False are zeroed whatever it returns): then the
+    oracle is computed for the kept rows only.
     """
     batch_ndim = missed.ndim
     flat = lambda x: x.reshape((-1,) + x.shape[batch_ndim:])
     keys, missed, missions = flat(keys), missed.reshape(-1), flat(missions)
     percepts = jax.tree.map(flat, percepts)
-    oracle = None if oracle is None else flat(oracle)
+    if oracle is not None and not callable(oracle):
+        oracle = flat(oracle)
     order = jnp.lexsort((keys[:, 1], keys[:, 0], ~missed))  # misses first, then by key
     sk, sm = keys[order], missed[order]
     new = jnp.concatenate([jnp.ones(1, bool), jnp.any(sk[1:] != sk[:-1], axis=-1)])
@@ -190,5 +194,11 @@ def collect_misses(
         percepts=jax.tree.map(pick, percepts),
         count=jnp.minimum(distinct, size).astype(jnp.int32),
         overflow=jnp.maximum(distinct - size, 0).astype(jnp.int32),
-        oracle=None if oracle is None else pick(oracle),
+        oracle=None if oracle is None else _pick_oracle(oracle, src, filled, pick),
     )
+
+
+def _pick_oracle(oracle, src, filled, pick):
+    if not callable(oracle):
+        return pick(oracle)
+    return jnp.where(filled[:, None], oracle(src, filled), False)

@@ -90,7 +90,7 @@ def babyai():
 def test_feedback_matches_numpy_on_the_same_rollout(babyai):
     env, train, runner, table, collect, _, update = babyai
     roll = jax.device_get(collect(runner, table))
-    _, _, fb = update(runner, table)
+    _, metrics, fb = update(runner, table)
     tr = roll.traj
     mask = tr.valid & tr.hit
     assert mask.any() and (tr.valid & ~tr.hit).any()
@@ -124,6 +124,30 @@ def test_feedback_matches_numpy_on_the_same_rollout(babyai):
             first[k] = best[i]
     for k, o in zip(np.asarray(fb.misses.keys)[:n].tolist(), np.asarray(fb.misses.oracle)[:n]):
         np.testing.assert_array_equal(o, first[tuple(k)])
+    assert not np.asarray(fb.misses.oracle)[n:].any()
+    # the update runs the oracle after its rollout on sampled hit steps (all of them here: fewer
+    # than agreement_samples); collect runs it at every step: same agreement
+    agree = tr.valid & tr.hit & tr.has_oracle
+    assert 0 < agree.sum() < CFG.agreement_samples
+    assert float(metrics["teacher_oracle_agreement"]) == pytest.approx(tr.agree[agree].mean())
+
+
+def test_agreement_on_a_sample_of_hit_steps(babyai):
+    from bidijax.student.ppo import _agreement
+
+    env, train, runner, table, collect, _, _ = babyai
+    roll = jax.device_get(collect(runner, table))
+    tr = roll.traj
+    best = jnp.asarray(roll.percepts[2]).reshape(-1, A)  # the per-step oracle of collect
+    oracle_at = lambda src, filled: best[src]
+    hits = tr.valid & tr.hit & tr.has_oracle
+    exact = tr.agree[hits].mean()
+    tr = jax.tree.map(jnp.asarray, tr)
+    assert float(_agreement(oracle_at, tr, jax.random.PRNGKey(0), 0)) == pytest.approx(exact)
+    # a uniform sample of 8 hit steps: unbiased, so its mean over many draws is the exact value
+    draws = jax.jit(jax.vmap(lambda k: _agreement(oracle_at, tr, k, 8)))(jax.random.split(jax.random.PRNGKey(1), 400))
+    assert len(np.unique(np.asarray(draws))) > 3
+    assert float(jnp.mean(draws)) == pytest.approx(exact, abs=0.03)
 
 
 def test_distill_pulls_student_toward_teacher(babyai):

@@ -64,14 +64,15 @@ def distances(cells: jax.Array, mission: jax.Array) -> jax.Array:
     return dist
 
 
-def oracle_actions(state) -> jax.Array:
+def oracle_actions(state, mission: jax.Array | None = None) -> jax.Array:
     """Bool ``[7]``: the actions that start a shortest path to success from ``state``.
 
-    Only left / right / forward can be optimal. All False when success is unreachable or the
-    agent is already in a success configuration.
+    ``state`` may be a ``Scene``, then with its ``mission`` (``int32[4]``) given. Only left /
+    right / forward can be optimal. All False when success is unreachable or the agent is
+    already in a success configuration.
     """
     scene = scene_of(state)
-    dist = distances(scene.cells, mission_of(state))
+    dist = distances(scene.cells, mission_of(state) if mission is None else mission)
     r, c, d = scene.agent_pos[0], scene.agent_pos[1], scene.agent_dir
     here = dist[r, c, d]
     h, w = dist.shape[:2]

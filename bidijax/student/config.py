@@ -41,6 +41,10 @@ class PPOConfig:
     prior_weight: float = 1.0
     miss_buffer_size: int = 1024
     max_objects: int = 8
+    # teacher/oracle agreement of an update: measured on this many hit steps drawn uniformly
+    # without replacement (all of them when there are fewer; standard error <= 0.5 / sqrt(n) per
+    # update), the BFS oracle running after the rollout on those steps only; 0 = every hit step
+    agreement_samples: int = 64
 
     def __post_init__(self):
         if self.hint_mode not in HINT_MODES:
@@ -53,6 +57,8 @@ class PPOConfig:
                 f"num_minibatches={self.num_minibatches} must divide num_envs * num_steps = "
                 f"{self.num_envs * self.num_steps}"
             )
+        if self.agreement_samples < 0:
+            raise ValueError(f"agreement_samples={self.agreement_samples} must be >= 0")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
 

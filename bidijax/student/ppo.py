@@ -10,6 +10,12 @@
 * ``collect(runner_state, hint_table) -> Rollout``: the rollout part of ``update`` alone (the
   trajectory, its advantages and TD errors), for inspection and tests.
 
+With the BFS oracle tracked (by default when a table is read), ``update`` does not run it at
+every step: the rollout keeps each step's scene, and the oracle runs afterwards only on the miss
+buffer's rows (``MissBuffer.oracle``, exact: the state where each missed situation was first met)
+and on ``config.agreement_samples`` hit steps drawn uniformly for the teacher-oracle agreement
+metric (every hit step when there are fewer). ``collect`` still runs it at every step.
+
 Navix resets lazily: the step taken from a terminal timestep only resets the environment and
 ignores the action. Such steps are masked out of every loss, statistic and feedback sum; a
 truncated episode bootstraps from the value of its true final observation, a terminated one
@@ -30,7 +36,7 @@ from .. import hints as hn
 from ..envs import constants as C
 from ..envs.oracle import oracle_actions
 from ..envs.perception import percept, situation_key
-from ..envs.scene import mission_of
+from ..envs.scene import Scene, mission_of, scene_of
 from .config import PPOConfig
 from . import shuffle
 from .networks import ActorCritic
@@ -157,7 +163,12 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
             return log_t
         return logits
 
-    def rollout(runner: RunnerState, table: hn.HintTable):
+    def rollout(runner: RunnerState, table: hn.HintTable, oracle_per_step: bool = True):
+        """The trajectory. With the oracle tracked and ``oracle_per_step`` (``collect``) the BFS
+        oracle runs at every step (``percepts[2]``); without (``update``) each step's scene is kept
+        instead (``percepts[2]``, with ``percepts[1]`` the missions) for the oracle to run after
+        the scan on the few steps that need it (``_oracle_at``)."""
+
         def step(carry, _):
             ts, key = carry
             key, k_act = jax.random.split(key)
@@ -174,13 +185,17 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 teacher = jnp.full((config.num_envs, num_actions), 1.0 / num_actions)
                 hit = jnp.zeros(config.num_envs, bool)
                 row = jnp.full(config.num_envs, capacity, jnp.int32)
-            if track_oracle:
+            agree = has_oracle = jnp.zeros(config.num_envs, bool)
+            if track_oracle and oracle_per_step:
                 best = jax.vmap(oracle_actions)(ts.state)
                 agree = jnp.take_along_axis(best, jnp.argmax(teacher, -1)[:, None], -1)[:, 0]
                 has_oracle = jnp.any(best, axis=-1)
+            elif track_oracle:
+                scene = jax.vmap(scene_of)(ts.state)
+                best = (scene.cells, scene.agent_pos, scene.agent_dir)
+                mission = jax.vmap(mission_of)(ts.state) if mission is None else mission
             else:
                 best = None
-                agree = has_oracle = jnp.zeros(config.num_envs, bool)
             beh = behaviour_logits(logits, teacher, hit)
             action = jax.random.categorical(k_act, beh)
             logp = jnp.take_along_axis(jax.nn.log_softmax(beh), action[:, None], -1)[:, 0]
@@ -249,7 +264,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         return total, stats
 
     def update(runner: RunnerState, table: hn.HintTable):
-        ts, key, traj, (p, mission, best), adv, td = rollout(runner, table)
+        ts, key, traj, (p, mission, scenes), adv, td = rollout(runner, table, oracle_per_step=False)
         targets = adv + traj.value
         beta = beta_schedule(config, runner.update_idx)
 
@@ -285,18 +300,61 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         feedback = fb.aggregate(
             traj.row, traj.action, td, adv, traj.valid & traj.hit, table.capacity, num_actions
         )
+        agreement = None  # not tracked: 0, as masked_mean over no steps
+        if track_oracle:
+            oracle_at = _oracle_at(scenes, mission)
+            agreement = _agreement(oracle_at, traj, jax.random.fold_in(runner.key, 0xA9), config.agreement_samples)
         if use_table:
             misses = hn.collect_misses(
-                traj.key, traj.valid & ~traj.hit, mission, p, config.miss_buffer_size, oracle=best
+                traj.key, traj.valid & ~traj.hit, mission, p, config.miss_buffer_size,
+                oracle=oracle_at if track_oracle else None,
             )
             feedback = feedback.replace(misses=misses)
-        metrics = _metrics(traj, stats, beta, new_runner.update_idx, config)
+        metrics = _metrics(traj, stats, beta, new_runner.update_idx, config, agreement)
         return new_runner, metrics, feedback
 
     return Train(init, update, rollout)
 
 
-def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig) -> dict:
+def _oracle_at(scenes, missions):
+    """``f(src, filled) -> bool[n, A]``: the BFS oracle at the flat (time-major) steps ``src`` of a
+    rollout, from the scenes and missions it kept; nothing runs when no row is ``filled``."""
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    cells, pos, direction = (flat(x) for x in scenes)
+    missions = flat(missions)
+
+    def at(src, filled):
+        def run(_):
+            scene = Scene(cells[src], pos[src], direction[src], jnp.zeros((len(src), 3), jnp.uint8))
+            return jax.vmap(oracle_actions)(scene, missions[src])
+
+        shape = jax.ShapeDtypeStruct((len(src), C.NUM_ACTIONS), bool)
+        return jax.lax.cond(jnp.any(filled), run, lambda _: jnp.zeros(shape.shape, bool), None)
+
+    return at
+
+
+def _agreement(oracle_at, traj: Transition, key, samples: int):
+    """Fraction of hit steps whose teacher argmax is an oracle action (over those with one).
+
+    Measured on ``samples`` hit steps drawn uniformly without replacement (a random order of the
+    batch, its first ``samples`` hit steps); on every hit step when there are fewer, or when
+    ``samples`` is 0.
+    """
+    hit = (traj.valid & traj.hit).reshape(-1)
+    n = hit.shape[0]
+    size = n if samples == 0 else min(samples, n)
+    order = shuffle.permutation(key, n) if size < n else jnp.arange(n)
+    (pos,) = jnp.nonzero(hit[order], size=size, fill_value=0)
+    src = order[pos]
+    filled = jnp.arange(size) < jnp.sum(hit)
+    best = oracle_at(src, filled)
+    teacher = traj.teacher.reshape((n, -1))[src]
+    agree = jnp.take_along_axis(best, jnp.argmax(teacher, -1)[:, None], -1)[:, 0]
+    return masked_mean(agree.astype(jnp.float32), filled & jnp.any(best, -1))
+
+
+def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig, agreement=None) -> dict:
     valid = traj.valid
     ended = valid & (traj.next_type > 0)
     success = ended & (traj.next_type == 2) & (traj.reward > 0)
@@ -311,7 +369,9 @@ def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig)
         mean_length=masked_mean(traj.next_t.astype(jnp.float32), ended),
         hint_coverage=jnp.sum(hits) / jnp.maximum(jnp.sum(valid), 1),
         kl_teacher_student=masked_mean(traj.kl_teacher, hits),
-        teacher_oracle_agreement=masked_mean(traj.agree.astype(jnp.float32), hits & traj.has_oracle),
+        teacher_oracle_agreement=(
+            masked_mean(traj.agree.astype(jnp.float32), hits & traj.has_oracle) if agreement is None else agreement
+        ),
         beta=beta,
     )
     return out
