@@ -15,7 +15,8 @@ Three measurements, each printed as a table of ratios measured side by side in o
    env steps/s of the same env and ``num_envs`` (jit of ``lax.scan`` over ``U * num_steps`` steps
    of ``vmap(env.step)`` with uniform random actions), and, at ``--profile-sizes``, the parts of
    one bidijax update: ``train.collect`` (rollout + GAE), one top-level jitted ``train.update``,
-   and ``jax.random.permutation`` of the batch once per epoch (what both PPOs shuffle with).
+   and ``jax.random.permutation`` of the batch once per epoch (navix's shuffle; bidijax shuffles
+   with ``student.shuffle.permutation``, a Feistel network, also timed).
    Aim: bidijax frames/s >= 1.5x navix's at every size.
 2. ``hints`` (``BabyAI-GoToRedBallNoDists-v0`` with ``--hint-babyai-envs`` envs, DoorKey with
    ``--hint-doorkey-envs``): ``distill`` reading a full hint table against ``none``, both timed
@@ -77,7 +78,7 @@ import bidijax.envs as be
 from common import source_fingerprint
 import bidijax.feedback as fb
 import bidijax.hints as hn
-from bidijax.student import PPOConfig, make_train
+from bidijax.student import PPOConfig, make_train, shuffle
 
 DOORKEY = "Navix-DoorKey-5x5-v0"
 BABYAI = "BabyAI-GoToRedBallNoDists-v0"
@@ -249,10 +250,19 @@ def _random_run(env, num_envs: int, steps: int):
 
 
 def _permutations(batch: int, epochs: int):
-    """jit(key -> one jax.random.permutation(batch) per epoch): the shuffle both PPOs do."""
+    """jit(key -> one jax.random.permutation(batch) per epoch): navix's PPO shuffle."""
 
     def run(key):
         return jax.lax.map(lambda k: jax.random.permutation(k, batch), jax.random.split(key, epochs))
+
+    return run
+
+
+def _feistel_permutations(batch: int, epochs: int):
+    """jit(key -> one student.shuffle.permutation(batch) per epoch): bidijax's PPO shuffle."""
+
+    def run(key):
+        return jax.lax.map(lambda k: shuffle.permutation(k, batch), jax.random.split(key, epochs))
 
     return run
 
@@ -281,6 +291,7 @@ def section_navix(args, log) -> dict:
             by[(n, "collect")] = Job(f"bidijax collect N={n}", jax.jit(train.collect), (runner, empty), n * T)
             by[(n, "update")] = Job(f"bidijax update N={n}", jax.jit(train.update), (runner, empty), n * T)
             by[(n, "perm")] = Job(f"permutation x{args.epochs} N={n}", jax.jit(_permutations(n * T, args.epochs)), (jax.random.key(5),), n * T)
+            by[(n, "feistel")] = Job(f"Feistel permutation x{args.epochs} N={n}", jax.jit(_feistel_permutations(n * T, args.epochs)), (jax.random.key(5),), n * T)
             by[(n, "random1")] = Job(f"random env N={n} T={T}", jax.jit(_random_run(env, n, T)), (reset(jax.random.key(1), n), jax.random.key(2)), n * T)
     jobs = [j for j in by.values() if isinstance(j, Job)]
     _compile_all(jobs, args.workers, log)
@@ -348,7 +359,8 @@ def section_navix(args, log) -> dict:
                 ("train.collect: rollout + GAE", by[(n, "collect")].median),
                 ("train.update: one whole update", upd),
                 ("  update - collect: epochs + feedback", upd - by[(n, "collect")].median),
-                (f"  jax.random.permutation(batch) x{args.epochs}", by[(n, "perm")].median),
+                (f"  jax.random.permutation(batch) x{args.epochs} (navix's shuffle)", by[(n, "perm")].median),
+                (f"  shuffle.permutation(batch) x{args.epochs} (bidijax's shuffle)", by[(n, "feistel")].median),
                 ("bidijax, per update in the scanned run", by[(n, "bidijax")].median / by[(n, "updates")]),
                 ("navix, per update in PPO.train", nv),
             ]
