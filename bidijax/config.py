@@ -45,7 +45,7 @@ class TeacherConfig:
     temperature: float = 1.0
     length_norm: bool = False
     score_batch_size: int = 64
-    lr: float = 1e-4  # fine-tuning (bidirectional and teacher_only arms)
+    lr: float = 3e-4  # fine-tuning (bidirectional and teacher_only arms)
     steps: int = 2
     batch_size: int = 64
     kl_coef: float = 0.1

@@ -12,12 +12,18 @@ action, sums of the critic's GAE advantages and one-step TD errors, and their co
 
 then takes ``steps`` AdamW steps, each on ``batch_size`` sampled situations ``s``, on
 
-    loss = - mean_s sum_a target[s, a] * log pi(a | s)  +  kl_coef * mean_s KL(pi(.|s) || pi_ref(.|s))
+    loss = - mean_s sum_a ( target+[s, a] * log pi(a | s) + target-[s, a] * log(1 - pi(a | s)) )
+           + kl_coef * mean_s KL(pi(.|s) || pi_ref(.|s))
 
 where ``pi = softmax(action log-probs / temperature)`` is the teacher's action distribution
 (``HFTeacher.action_logprobs``) and ``pi_ref`` that of a frozen reference: a copy of the weights
 taken before the first update (full fine-tuning) or the base model with its adapters switched off
-(LoRA). ``most_visited`` picks the situations to re-score after an update.
+(LoRA). ``target+ = max(target, 0)`` and ``target- = max(-target, 0)``: actions that paid off
+are pushed up by their log-likelihood (advantage-weighted, as a policy gradient over the
+student's visits), actions that did not are pushed down by the unlikelihood ``log(1 - pi)``,
+which is bounded: ``- target * log pi`` on a negative target drives ``log pi`` to ``-inf``
+without end (no KL penalty holds it), while ``log(1 - pi)`` stops pushing once ``pi`` is near 0.
+``most_visited`` picks the situations to re-score after an update.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ class FinetuneConfig:
     rank instead (needs ``peft``: ``pip install bidijax[lora]``).
     """
 
-    lr: float = 1e-4
+    lr: float = 3e-4
     steps: int = 2
     batch_size: int = 64
     kl_coef: float = 0.1

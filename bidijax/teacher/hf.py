@@ -432,8 +432,10 @@ class HFTeacher:
             logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
             ref = self._reference_logprobs(prompts)
             w = torch.from_numpy(weight[idx]).to(logp.device)
-            pg = -(w * logp).sum(-1).mean()
-            kl = (logp.exp() * (logp - ref)).sum(-1).mean()
+            probs = logp.exp()
+            log_not = torch.log1p(-probs.clamp(max=1.0 - 1e-6))  # log(1 - pi): bounded push-down
+            pg = -(w.clamp(min=0) * logp + (-w).clamp(min=0) * log_not).sum(-1).mean()
+            kl = (probs * (logp - ref)).sum(-1).mean()
             loss = pg + fc.kl_coef * kl
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
