@@ -3,9 +3,11 @@
 For each teacher (the shipped default LM, and a model of Flan-T5-small's shape built from a
 config with random weights: speed only):
 
-1. ``bidirectional`` loop vs ``ppo`` arm, same student config (``--preset``, ``--seeds``), both
-   compiled beforehand (one untimed run of each). Then a fresh run of each, their iterations
-   interleaved (A, B, A, B, ...) so that machine noise hits both alike. ``steady``: frames of the
+1. ``bidirectional`` loop (synchronous, and with ``overlap``: the teachers work on the previous
+   update's feedback while the student's next update runs) vs ``ppo`` arm, same student config
+   (``--preset``, ``--seeds``), all compiled beforehand (one untimed run of each). Then a fresh
+   run of each, their iterations interleaved (A, B, C, A, B, C, ...) so that machine noise hits
+   all alike. ``steady``: frames of the
    iterations after the first ``--skip`` over their time; ``incl. warm-up``: all frames over the
    time of the warm-up (first rollout scored by the teacher) plus every iteration.
 2. Lamorel-style baseline: the same teacher scores the prompt of every step (no cache), batched
@@ -27,53 +29,33 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import source_fingerprint  # noqa: E402
+from common import flan_t5_small_shaped, source_fingerprint  # noqa: E402
 
 from bidijax import config as cfg  # noqa: E402
 from bidijax.loop import Loop  # noqa: E402
 
 
-def flan_t5_small_shaped(directory: str) -> str:
-    """Save a random T5 of Flan-T5-small's shape (~77M parameters) with the default teacher's tokenizer."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    from bidijax.teacher import default_model_path
-
-    tok = AutoTokenizer.from_pretrained(default_model_path())
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    config = T5Config(
-        vocab_size=32128, d_model=512, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6, d_kv=64,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=pad,
-        eos_token_id=tok.eos_token_id if tok.eos_token_id is not None else 1, decoder_start_token_id=pad,
-    )  # fmt: skip
-    import torch
-
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
-
-
 def measure(config: cfg.TrainConfig, iterations: int, skip: int) -> dict:
     """Interleaved fresh runs of ``config`` (bidirectional) and its ppo arm; frames/s of each."""
-    arms = {"bidirectional": config, "ppo": config.replace(arm="ppo")}
+    arms = {"bidirectional": config, "overlap": config.replace(overlap=True), "ppo": config.replace(arm="ppo")}
     loops = {name: Loop(c) for name, c in arms.items()}
-    for loop in loops.values():  # compile: init, warm-up and one iteration, untimed
+    for loop in loops.values():  # compile: init, warm-up and two iterations, untimed
         s, _ = loop.warmup(loop.init())
-        loop.step(s)
-    teachers = {"bidirectional": Loop(config).teachers, "ppo": []}  # fresh teachers for the timed runs
-    loops = {name: Loop(c, teachers[name]) for name, c in arms.items()}
+        loop.step(loop.step(s)[0])
+    loops = {name: Loop(c) for name, c in arms.items()}  # fresh teachers for the timed runs
     states, times, warm = {}, {n: [] for n in arms}, {}
     for name, loop in loops.items():
         t0 = time.perf_counter()
         states[name], _ = loop.warmup(loop.init())
         warm[name] = time.perf_counter() - t0
     frames = config.ppo.frames_per_update * config.num_seeds
+    rows_of = {n: [] for n in arms}
     for _ in range(iterations):
         for name, loop in loops.items():
             t0 = time.perf_counter()
             states[name], rows = loop.step(states[name])
             times[name].append(time.perf_counter() - t0)
+            rows_of[name].append(rows[0])
     out = {}
     for name in arms:
         steady = times[name][skip:]
@@ -83,6 +65,7 @@ def measure(config: cfg.TrainConfig, iterations: int, skip: int) -> dict:
             "incl_warmup": frames * iterations / (warm[name] + sum(times[name])),
         }
     out["teacher"] = loops["bidirectional"].teachers[0]
+    out["teacher_s"] = {n: statistics.median(r["teacher_s"] for r in rows_of[n][skip:]) for n in ("bidirectional", "overlap")}
     return out
 
 
@@ -101,6 +84,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="large", choices=sorted(cfg.PRESETS))
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--num-steps", type=int, default=0, help="override the preset's steps per environment")
     p.add_argument("--iterations", type=int, default=6)
     p.add_argument("--skip", type=int, default=2, help="iterations left out of the steady state")
     p.add_argument("--lamorel-prompts", type=int, default=256)
@@ -108,7 +92,8 @@ def main() -> None:
     p.add_argument("--teachers", default="default,flan-t5-small-shaped")
     args = p.parse_args()
     print(f"bidijax sources {source_fingerprint()}")
-    base = cfg.with_preset(cfg.TrainConfig(num_seeds=args.seeds), args.preset)
+    steps = {"num_steps": args.num_steps} if args.num_steps else None
+    base = cfg.with_preset(cfg.TrainConfig(num_seeds=args.seeds), args.preset, steps)
     print(f"preset {args.preset}: {base.ppo.num_envs} envs x {base.ppo.num_steps} steps x {args.seeds} seed(s) "
           f"= {base.ppo.frames_per_update * args.seeds:,} frames per iteration; {args.iterations} iterations")
     tmp = tempfile.mkdtemp()
@@ -120,14 +105,21 @@ def main() -> None:
             r = measure(c, args.iterations, args.skip)
             lam = lamorel_style(r["teacher"], args.lamorel_prompts, args.lamorel_batch)
             rows.append((name, r, lam))
+            print(f"{name}: median teacher time per iteration {r['teacher_s']['bidirectional']:.2f} s (synchronous), "
+                  f"{r['teacher_s']['overlap']:.2f} s (overlap, hidden behind the student)", flush=True)
         print()
-        print("| teacher | bidirectional steady (frames/s) | ppo arm steady | ratio (target >= 0.85) | "
-              "ratio incl. warm-up | Lamorel-style (frames/s) | bidijax / Lamorel-style |")
+        print("| teacher | loop | frames/s steady | / ppo arm steady (target >= 0.85) | / ppo arm incl. warm-up | "
+              "median iteration (s) | / Lamorel-style |")
         print("|---|---|---|---|---|---|---|")
         for name, r, lam in rows:
-            b, q = r["bidirectional"], r["ppo"]
-            print(f"| {name} | {b['steady']:,.0f} | {q['steady']:,.0f} | {b['steady'] / q['steady']:.2f}x | "
-                  f"{b['incl_warmup'] / q['incl_warmup']:.2f}x | {lam:,.1f} | {b['steady'] / lam:,.0f}x |")
+            q = r["ppo"]
+            for arm in ("ppo", "bidirectional", "overlap"):
+                b = r[arm]
+                label = {"ppo": "ppo arm", "bidirectional": "bidirectional", "overlap": "bidirectional, overlap"}[arm]
+                print(f"| {name} | {label} | {b['steady']:,.0f} | {b['steady'] / q['steady']:.2f}x | "
+                      f"{b['incl_warmup'] / q['incl_warmup']:.2f}x | {b['median_iteration_s']:.2f} | "
+                      f"{b['steady'] / lam:,.0f}x |")
+            print(f"| {name} | Lamorel-style (every step's prompt scored) | {lam:,.1f} | | | | 1x |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

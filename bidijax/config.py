@@ -73,6 +73,9 @@ class TrainConfig:
     seed: int = 0
     table_capacity: int = 4096  # hint-table rows per seed; grows (doubling, one recompile) when full
     checkpoint_every: int = 10  # iterations between checkpoints (and at the end)
+    #: teachers work on update t-1's feedback while the student runs update t (hints one
+    #: iteration staler; the teacher's time hides behind the student's)
+    overlap: bool = False
     tensorboard: bool = False
     wandb: bool = False
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)

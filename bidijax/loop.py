@@ -13,6 +13,11 @@ Before the first iteration a warm-up rollout of the initial student collects the
 meets and the teacher scores them, so iteration 1 already has hints (the warm-up rollout is the
 same one the first update replays: the runner state is not advanced by it).
 
+With ``overlap`` (``--overlap``) steps 2-3 run on the previous update's feedback and misses
+while the student's update runs (JAX dispatches it asynchronously; torch works meanwhile), so the
+teacher's time hides behind the student's and the table an update reads is one teacher turn
+staler. Results stay deterministic, and the untaught feedback is part of every checkpoint.
+
 Seeds are independent: seed ``i`` has its own student (one slice of the vmapped program), its
 own teacher and its own hint table; a run's seed gives the same numbers whichever seeds run
 beside it. ``train`` drives a ``Loop`` with a run directory (``rundir``): config, metrics,
@@ -56,6 +61,13 @@ class LoopState:
     runners: Any  # RunnerState with a leading seed axis
     tables: list  # one HintTable per seed
     teachers: list  # one teacher per seed ([] in the ppo arm)
+    pending: Any = None  # ``overlap``: the last update's (feedback, table keys), not yet taught
+
+
+def pending_of(tables: list, feedback) -> tuple:
+    """``(feedback, keys)``: host feedback of an update and each seed's valid table keys then."""
+    keys = [np.asarray(t.keys)[: int(np.sum(np.asarray(t.valid)))] for t in tables]
+    return feedback, keys
 
 
 def make_teacher(tc: cfg.TeacherConfig, seed: int):
@@ -157,31 +169,30 @@ class Loop:
     # -- one iteration -------------------------------------------------------------------------
 
     def step(self, state: LoopState) -> tuple[LoopState, list[dict]]:
-        """One student update, then the teachers' turn; returns metric rows (one per seed)."""
+        """One student update and one teacher turn; returns metric rows (one per seed).
+
+        Synchronous (default): the teachers learn from this update's feedback and score its
+        misses before the next update. With ``config.overlap`` the student update is dispatched
+        first (JAX runs it asynchronously) and the teachers meanwhile work on the previous
+        update's feedback and misses (``state.pending``), so the next update reads a table one
+        teacher turn staler; the numbers stay deterministic (no dependence on timing).
+        """
         c = self.config
         t0 = time.perf_counter()
-        runners, metrics, feedback = self._update(state.runners, stack_tables(state.tables))
-        metrics, feedback = jax.device_get((metrics, feedback))
-        t1 = time.perf_counter()
-        tables = list(state.tables)
-        teacher_stats = [{} for _ in c.seeds]
-        for i, teacher in enumerate(self.teachers):
-            table = tables[i]
-            if c.teacher_learns:
-                # only this seed's valid rows (the first n): padding never reaches the teacher
-                n = int(np.sum(np.asarray(table.valid)))
-                fb = _seed_slice(feedback.replace(misses=None), i, n)
-                table_keys = np.asarray(table.keys)[:n]
-                teacher_stats[i] = dict(teacher.update(fb, table_keys) or {})
-                top = most_visited(table_keys, np.asarray(fb.visits), c.teacher.rescore_budget)
-                if len(top):
-                    keys, probs = teacher.rescore(top)
-                    table = hn.merge(table, keys, probs, grow=True)
-            tables[i] = table
+        out = self._update(state.runners, stack_tables(state.tables))  # dispatched, not awaited
+        if c.overlap:
+            tables, teacher_stats = self._teach(state.tables, state.pending)
+            t_teach = time.perf_counter() - t0
+            metrics, feedback = jax.device_get(out[1:])
+            pending = pending_of(state.tables, feedback) if self.teachers else None
+        else:
+            metrics, feedback = jax.device_get(out[1:])
+            t1 = time.perf_counter()
+            tables, teacher_stats = self._teach(state.tables, pending_of(state.tables, feedback))
+            t_teach, pending = time.perf_counter() - t1, None
+        runners = out[0]  # the student stays on the device
+        wall = time.perf_counter() - t0
         misses = feedback.misses
-        if self.teachers:
-            tables, _ = self._score_misses(tables, misses)
-        t2 = time.perf_counter()
         it = state.iteration + 1
         rows = []
         for i, seed in enumerate(c.seeds):
@@ -196,15 +207,34 @@ class Loop:
                 teacher_version=int(getattr(self.teachers[i], "version", 0)) if self.teachers else 0,
                 teacher_loss=_num(ts.get("loss", float("nan"))),
                 teacher_kl=_num(ts.get("kl", float("nan"))),
-                student_s=t1 - t0,
-                teacher_s=t2 - t1,
-                frames_per_s=c.ppo.frames_per_update * c.num_seeds / max(t2 - t0, 1e-9),
+                student_s=wall - t_teach,
+                teacher_s=t_teach,
+                frames_per_s=c.ppo.frames_per_update * c.num_seeds / max(wall, 1e-9),
             )
             if not self.teachers:
                 for k in ("hint_coverage", "teacher_oracle_agreement", "kl_teacher_student", "distill_loss"):
                     row[k] = float("nan")
             rows.append(row)
-        return LoopState(it, runners, tables, state.teachers), rows
+        return LoopState(it, runners, tables, state.teachers, pending), rows
+
+    def _teach(self, tables: list, pending) -> tuple[list, list[dict]]:
+        """The teachers' turn on one update's ``pending_of`` output: fine-tune, re-score, score misses."""
+        stats = [{} for _ in self.config.seeds]
+        if not self.teachers or pending is None:
+            return list(tables), stats
+        feedback, table_keys = pending
+        tables = list(tables)
+        if self.config.teacher_learns:
+            for i, teacher in enumerate(self.teachers):
+                # only this seed's valid rows (the first n): padding never reaches the teacher
+                keys = table_keys[i]
+                fb = _seed_slice(feedback.replace(misses=None), i, len(keys))
+                stats[i] = dict(teacher.update(fb, keys) or {})
+                top = most_visited(keys, np.asarray(fb.visits), self.config.teacher.rescore_budget)
+                if len(top):
+                    tables[i] = hn.merge(tables[i], *teacher.rescore(top), grow=True)
+        tables, _ = self._score_misses(tables, feedback.misses)
+        return tables, stats
 
 
 def _num(x) -> float:
@@ -254,7 +284,11 @@ def train(
             rundir.clean_partial(run_dir)
         if ckpt is not None:
             meta, runners, tables = rundir.load_checkpoint(ckpt, state.runners, loop.teachers)
-            state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers)
+            pending = None
+            if config.overlap and loop.teachers:
+                like = jax.eval_shape(loop._update, runners, stack_tables(tables))[2]
+                pending = rundir.load_pending(os.path.join(ckpt, "pending.npz"), like)
+            state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, pending)
             log.truncate(state.iteration)
         else:
             log.truncate(0)
@@ -284,7 +318,7 @@ def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration) 
         all_rows.extend(rows)
         if state.iteration % c.checkpoint_every == 0 or state.iteration == c.iterations:
             rundir.save_checkpoint(
-                run_dir, state.iteration, state.runners, state.tables, state.teachers, {"seeds": c.seeds}
+                run_dir, state.iteration, state.runners, state.tables, state.teachers, {"seeds": c.seeds}, state.pending
             )
         if on_iteration is not None:
             on_iteration(rows, state)

@@ -156,8 +156,13 @@ def clean_partial(run_dir: str) -> None:
                 shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
 
-def save_checkpoint(run_dir: str, iteration: int, runners, tables: list, teachers: list, meta: dict) -> str:
-    """Write one checkpoint atomically (see the module docstring); returns its path."""
+def save_checkpoint(
+    run_dir: str, iteration: int, runners, tables: list, teachers: list, meta: dict, pending=None
+) -> str:
+    """Write one checkpoint atomically (see the module docstring); returns its path.
+
+    ``pending``: the loop's untaught ``(feedback, keys)`` (``overlap`` runs), saved as ``pending.npz``.
+    """
     import orbax.checkpoint as ocp
 
     root = _ckpt_root(run_dir)
@@ -171,6 +176,8 @@ def save_checkpoint(run_dir: str, iteration: int, runners, tables: list, teacher
         ckptr.save(os.path.join(os.path.abspath(tmp), "student"), runners)
         ckptr.wait_until_finished()
     save_tables(os.path.join(tmp, "tables.npz"), tables)
+    if pending is not None:
+        save_pending(os.path.join(tmp, "pending.npz"), pending)
     for i, teacher in enumerate(teachers):
         d = os.path.join(tmp, f"teacher-{i}")
         os.makedirs(d)
@@ -200,6 +207,33 @@ def load_checkpoint(path: str, runners_like, teachers: list):
     for i, teacher in enumerate(teachers):
         teacher.load(os.path.join(path, f"teacher-{i}"))
     return meta, runners, tables
+
+
+def save_pending(path: str, pending) -> None:
+    """The loop's pending ``(feedback, keys per seed)`` into one ``.npz`` (feedback leaves in order)."""
+    import jax
+
+    feedback, keys = pending
+    arrays = {f"leaf_{j}": np.asarray(x) for j, x in enumerate(jax.tree.leaves(feedback))}
+    arrays.update({f"keys_{i}": np.asarray(k) for i, k in enumerate(keys)})
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_pending(path: str, feedback_like):
+    """``(feedback, keys)`` saved by ``save_pending``; ``None`` if the checkpoint has none.
+
+    ``feedback_like``: any feedback pytree of the same structure (e.g. from ``jax.eval_shape``).
+    """
+    import jax
+
+    if not os.path.exists(path):
+        return None
+    treedef = jax.tree.structure(feedback_like)
+    with np.load(path) as z:
+        leaves = [z[f"leaf_{j}"] for j in range(treedef.num_leaves)]
+        keys = [z[f"keys_{i}"] for i in range(len([k for k in z.files if k.startswith("keys_")]))]
+    return jax.tree.unflatten(treedef, leaves), keys
 
 
 def save_tables(path: str, tables: list) -> None:

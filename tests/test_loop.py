@@ -122,6 +122,36 @@ def test_resume_after_crash_mid_checkpoint(tmp_path, monkeypatch):
     same_rows(resumed, [{k: str(v) for k, v in r.items()} for r in full])
 
 
+def test_overlap_teaches_one_update_late_and_resumes(runs, tmp_path, monkeypatch):
+    """``overlap``: the teachers work on update t-1 while update t runs; resume restores that work."""
+    c = tiny("bidirectional", "default").replace(overlap=True, iterations=3)
+    _, full = train(c, str(tmp_path / "full"))
+    _, _, sync = runs["bidirectional"]
+    student = ("frames", "success_rate", "policy_loss", "value_loss", "hint_coverage", "misses")
+    for a, b in zip(full[:2], sync[:2]):  # update 1 reads the same (warm-up) table in both modes
+        assert all(np.isclose(a[k], b[k], rtol=1e-5, equal_nan=True) for k in student), (a, b)
+    # no feedback to learn from yet at update 1; afterwards each step teaches the previous update
+    assert [math.isnan(r["teacher_loss"]) for r in full] == [True, True, False, False, False, False]
+    assert [r["teacher_version"] for r in full if r["iteration"] == 3] == [2, 2]
+    # update 2 reads the table before the teachers' first fine-tuning (sync: after it)
+    assert all(not np.isclose(a["kl_teacher_student"], b["kl_teacher_student"]) for a, b in zip(full[2:4], sync[2:4]))
+    d = str(tmp_path / "crashed")
+    real = rundir.save_pending
+
+    def crash_at_third(path, pending):
+        if "it-000003" in path:
+            raise KeyboardInterrupt
+        real(path, pending)
+
+    monkeypatch.setattr(rundir, "save_pending", crash_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(c, d)
+    monkeypatch.setattr(rundir, "save_pending", real)
+    assert os.path.exists(os.path.join(rundir.latest_checkpoint(d), "pending.npz"))
+    _, resumed = train(c, d, resume=True)
+    same_rows(resumed, [{k: str(v) for k, v in r.items()} for r in full])
+
+
 def test_resume_after_kill_equals_uninterrupted(tmp_path):
     """Kill a real ``bidijax train`` process (SIGKILL) after its first checkpoint, then resume it."""
     c = tiny("bidirectional", "default").replace(iterations=4)

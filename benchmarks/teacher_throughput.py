@@ -1,0 +1,148 @@
+"""Teacher throughput: situations scored per second and fine-tuning examples per second.
+
+Two models, both through ``HFTeacher``:
+
+- ``default``: the shipped default teacher (GPT-2-style, 2 layers, 0.44M parameters);
+- ``t5-small-shape``: a T5 with Flan-T5-small's shape built from config (d_model 512, d_ff 1024,
+  8 + 8 layers, 6 heads, d_kv 64, vocab 32128, gated-gelu, untied head; ~77M parameters) with
+  random weights and the shipped word-level tokenizer, saved to a temp dir: speed only. The
+  word-level tokenizer gives fewer tokens per prompt than Flan-T5's SentencePiece would.
+
+Prompts are the BabyAI-Text prompts of the initial states of ``--task`` (GoToLocal: several
+objects per prompt). For each batch size ``b`` (``--batch-sizes``, default 1 / 32 / 256):
+
+- ``score/s``: ``score_prompts`` on ``max(b, --min-prompts)`` prompts with ``HFTeacher(batch_size=b)``
+  (``b`` prompts per forward pass, each expanded to the 7 actions), no cache;
+- ``train ex/s``: ``update`` with ``FinetuneConfig(batch_size=b)``, reported by the update itself
+  (``examples_per_s``: each example is one situation: forward with gradient over the 7 actions,
+  a reference forward, backward, AdamW step), ``max(1, --min-examples // b)`` steps.
+
+torch runs on ``--threads`` threads (default 1, like the loop's teachers: on a shared 2-core CPU
+one thread is faster than two for these models). One small warm-up call per cell (2 prompts; a 1-example update), then the best of
+``--repeats`` timed runs. Throughput only: no
+learning is measured here (see ``experiments/teacher_from_feedback.py``). About 3-4 minutes on 2
+shared CPU cores with the defaults.
+
+    python benchmarks/teacher_throughput.py [--models default,t5-small-shape] [--batch-sizes 1,32,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import flan_t5_small_shaped, source_fingerprint  # noqa: E402
+
+from bidijax import envs  # noqa: E402
+from bidijax.envs import constants as C  # noqa: E402
+from bidijax.feedback import Feedback  # noqa: E402
+from bidijax.hints import key64  # noqa: E402
+from bidijax.teacher.finetune import FinetuneConfig  # noqa: E402
+from bidijax.teacher.hf import HFTeacher  # noqa: E402
+
+
+def situations(task: str, n: int, seed: int = 0):
+    """Keys, missions and percepts of ``n`` random initial states of ``task`` (distinct keys)."""
+    env = envs.make(task)
+
+    def observe(key):
+        state = env.reset(key).state
+        p = envs.percept(state)
+        m = envs.mission_of(state)
+        return envs.situation_key(m, p), m, p
+
+    keys, missions, percepts = jax.device_get(jax.jit(jax.vmap(observe))(jax.random.split(jax.random.PRNGKey(seed), 4 * n)))
+    _, first = np.unique(key64(np.asarray(keys)), return_index=True)
+    rows = np.sort(first)[:n]
+    return jax.tree.map(lambda x: np.asarray(x)[rows], (keys, missions, percepts))
+
+
+def random_feedback(n: int, seed: int = 0) -> Feedback:
+    """One step per situation with a random action and a random advantage (speed only)."""
+    rng = np.random.default_rng(seed)
+    count = np.zeros((n, C.NUM_ACTIONS), np.float32)
+    count[np.arange(n), rng.integers(0, 3, n)] = 1.0
+    adv = count * rng.normal(size=count.shape).astype(np.float32)
+    zero = np.zeros_like(count)
+    return Feedback(td_sum=zero, td_sumsq=zero, adv_sum=adv, adv_sumsq=adv**2, count=count, visits=count.sum(1))
+
+
+def best_time(fn, repeats: int, warm) -> float:
+    warm()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(path: str, b: int, data, texts: list[str], args) -> tuple[float, float]:
+    """``(situations scored per second, fine-tuning examples per second)`` at batch size ``b``."""
+    n_score = max(b, args.min_prompts)
+    steps = max(1, args.min_examples // b)
+    teacher = HFTeacher(path, batch_size=b, finetune=FinetuneConfig(batch_size=b, steps=steps))
+    score_s = best_time(lambda: teacher.score_prompts(texts[:n_score]), args.repeats, lambda: teacher.score_prompts(texts[:2]))
+    keys, missions, percepts = data
+    teacher.score(keys, missions, percepts)  # the teacher learns the prompts of these situations
+    feedback = random_feedback(len(keys))
+    timed = teacher.finetune
+    teacher.finetune = dataclasses.replace(timed, batch_size=1, steps=1)
+    teacher.update(feedback, keys)  # warm-up (and the reference copy, made by the first update)
+    teacher.finetune = timed
+    train = max(teacher.update(feedback, keys)["examples_per_s"] for _ in range(args.repeats))
+    return n_score / score_s, train
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="default,t5-small-shape")
+    ap.add_argument("--batch-sizes", default="1,32,256")
+    ap.add_argument("--task", default="BabyAI-GoToLocal-v0")
+    ap.add_argument("--min-prompts", type=int, default=16, help="prompts scored per timed run (at least b)")
+    ap.add_argument("--min-examples", type=int, default=8, help="fine-tuning examples per timed update (at least b)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as the loop; 0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    start = time.time()
+    data = situations(args.task, max(sizes + [args.min_prompts]))
+    texts = envs.prompt(data[1], data[2])
+    print(f"bidijax {source_fingerprint()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{len(texts)} distinct {args.task} prompts, ~{np.mean([len(t.split()) for t in texts]):.0f} words each")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            if name == "default":
+                path = "default"
+            elif name == "t5-small-shape":
+                path = flan_t5_small_shaped(os.path.join(tmp, name))
+            else:
+                path = name  # any other model directory or hub id
+            for b in sizes:
+                score, train = measure(path, b, data, texts, args)
+                rows.append((name, b, score, train))
+                print(f"  {name} b={b}: {score:.1f} scored/s, {train:.1f} train ex/s ({time.time() - start:.0f}s)", flush=True)
+
+    print()
+    print(f"{'model':16s} {'batch':>5s} {'scored/s':>9s} {'train ex/s':>10s}")
+    for name, b, score, train in rows:
+        print(f"{name:16s} {b:5d} {score:9.1f} {train:10.1f}")
+    print(f"total time {time.time() - start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
