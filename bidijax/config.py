@@ -48,6 +48,7 @@ class TeacherConfig:
     lr: float = 3e-4  # fine-tuning (bidirectional and teacher_only arms)
     steps: int = 2
     batch_size: int = 64
+    micro_batch_size: int = 32  # situations per forward/backward pass (gradients accumulated)
     kl_coef: float = 0.1
     min_count: float = 2.0
     signal: str = "advantage"  # or "td": the feedback statistic the teacher learns from
@@ -126,7 +127,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_choice("teacher signal", t.signal, ("advantage", "td"))
     if not 0.0 <= t.eps <= 1.0:
         raise ValueError(f"teacher eps={t.eps} must lie in [0, 1]")
-    for name in ("score_batch_size", "batch_size", "steps"):
+    for name in ("score_batch_size", "batch_size", "micro_batch_size", "steps"):
         if getattr(t, name) < 1:
             raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 1")
     for name in ("temperature", "lr"):

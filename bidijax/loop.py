@@ -86,7 +86,7 @@ def make_teacher(tc: cfg.TeacherConfig, seed: int):
         torch.set_num_threads(tc.torch_threads)
 
     finetune = FinetuneConfig(
-        lr=tc.lr, steps=tc.steps, batch_size=tc.batch_size, kl_coef=tc.kl_coef,
+        lr=tc.lr, steps=tc.steps, batch_size=tc.batch_size, micro_batch_size=tc.micro_batch_size, kl_coef=tc.kl_coef,
         min_count=tc.min_count, signal=tc.signal, lora_rank=tc.lora_rank,
     )  # fmt: skip
     return HFTeacher(

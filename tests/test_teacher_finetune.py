@@ -173,6 +173,20 @@ def test_update_raises_good_and_lowers_bad_actions(models, situations, kind):
     np.testing.assert_allclose(ref, before, atol=1e-6)
 
 
+def test_micro_batches_accumulate_the_same_step(models, situations):
+    """A step over micro-batches of 3 equals one pass over the whole batch of 16."""
+    keys = situations[0]
+    out = []
+    for micro in (16, 3):
+        config = FinetuneConfig(lr=FAST.lr, steps=2, batch_size=16, micro_batch_size=micro)
+        teacher, before = known_teacher(models["paths"]["seq2seq"], situations, finetune=config)
+        stats = teacher.update(push_feedback(len(keys), *least_and_most_likely(before)), keys)
+        out.append((stats["loss"], teacher.rescore(keys)[1]))
+    assert np.isclose(out[0][0], out[1][0], rtol=1e-5)
+    np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-5)
+    assert not np.allclose(out[0][1], before, atol=1e-4)  # the step did move the teacher
+
+
 def kl_div(p, q):
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 

@@ -428,21 +428,25 @@ class HFTeacher:
         params = [p for p in self.model.parameters() if p.requires_grad]
         history = []
         for idx in draws.view(fc.steps, fc.batch_size).numpy():
-            prompts = [self.prompts[k64[i]] for i in idx]
-            logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
-            ref = self._reference_logprobs(prompts)
-            w = torch.from_numpy(weight[idx]).to(logp.device)
-            probs = logp.exp()
-            log_not = torch.log1p(-probs.clamp(max=1.0 - 1e-6))  # log(1 - pi): bounded push-down
-            pg = -(w.clamp(min=0) * logp + (-w).clamp(min=0) * log_not).sum(-1).mean()
-            kl = (probs * (logp - ref)).sum(-1).mean()
-            loss = pg + fc.kl_coef * kl
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            totals = np.zeros(3)
+            for part in np.split(idx, range(fc.micro_batch_size, len(idx), fc.micro_batch_size)):
+                prompts = [self.prompts[k64[i]] for i in part]
+                logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
+                ref = self._reference_logprobs(prompts)
+                w = torch.from_numpy(weight[part]).to(logp.device)
+                probs = logp.exp()
+                log_not = torch.log1p(-probs.clamp(max=1.0 - 1e-6))  # log(1 - pi): bounded push-down
+                # sums over the micro-batch / batch size: the accumulated gradient is the batch mean's
+                pg = -(w.clamp(min=0) * logp + (-w).clamp(min=0) * log_not).sum() / len(idx)
+                kl = (probs * (logp - ref)).sum() / len(idx)
+                loss = pg + fc.kl_coef * kl
+                loss.backward()
+                totals += [loss.item(), pg.item(), kl.item()]
             if fc.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, fc.max_grad_norm)
             self.optimizer.step()
-            history.append((loss.item(), pg.item(), kl.item()))
+            history.append(totals)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         self.invalidate()
