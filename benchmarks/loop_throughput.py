@@ -5,7 +5,8 @@ config with random weights: speed only):
 
 1. ``bidirectional`` loop (synchronous, and with ``overlap``: the teachers work on the previous
    update's feedback while the student's next update runs) vs ``ppo`` arm, same student config
-   (``--preset``, ``--seeds``), all compiled beforehand (one untimed run of each). Then a fresh
+   (``--preset``, ``--seeds``; ``--arms`` also offers ``one_way``), all compiled beforehand (one
+   untimed run of each with the oracle teacher: same compiled student functions). Then a fresh
    run of each, their iterations interleaved (A, B, C, A, B, C, ...) so that machine noise hits
    all alike. ``steady``: frames of the
    iterations after the first ``--skip`` over their time; ``incl. warm-up``: all frames over the
@@ -35,14 +36,27 @@ from bidijax import config as cfg  # noqa: E402
 from bidijax.loop import Loop  # noqa: E402
 
 
-def measure(config: cfg.TrainConfig, iterations: int, skip: int) -> dict:
-    """Interleaved fresh runs of ``config`` (bidirectional) and its ppo arm; frames/s of each."""
-    arms = {"bidirectional": config, "overlap": config.replace(overlap=True), "ppo": config.replace(arm="ppo")}
-    loops = {name: Loop(c) for name, c in arms.items()}
-    for loop in loops.values():  # compile: init, warm-up and two iterations, untimed
+ARMS = {
+    "bidirectional": lambda c: c,
+    "overlap": lambda c: c.replace(overlap=True),
+    "one_way": lambda c: c.replace(arm="one_way"),
+    "ppo": lambda c: c.replace(arm="ppo"),
+}
+LABELS = {"ppo": "ppo arm", "bidirectional": "bidirectional", "overlap": "bidirectional, overlap", "one_way": "one_way"}
+
+
+def measure(config: cfg.TrainConfig, iterations: int, skip: int, names: list[str]) -> dict:
+    """Interleaved fresh runs of ``config`` in the arms ``names`` and its ppo arm; frames/s of each."""
+    arms = {name: ARMS[name](config) for name in [*names, "ppo"]}
+    # compile, untimed: init, warm-up and two iterations of each arm with the oracle teacher (the
+    # student's compiled functions are shared by every Loop with the same student config, so the
+    # LM teacher's own runs below compile nothing, and a slow teacher costs no extra iterations)
+    oracle = cfg.TeacherConfig(name="oracle")
+    for c in arms.values():
+        loop = Loop(c.replace(teacher=oracle))
         s, _ = loop.warmup(loop.init())
         loop.step(loop.step(s)[0])
-    loops = {name: Loop(c) for name, c in arms.items()}  # fresh teachers for the timed runs
+    loops = {name: Loop(c) for name, c in arms.items()}
     states, times, warm = {}, {n: [] for n in arms}, {}
     for name, loop in loops.items():
         t0 = time.perf_counter()
@@ -64,8 +78,9 @@ def measure(config: cfg.TrainConfig, iterations: int, skip: int) -> dict:
             "median_iteration_s": statistics.median(steady),
             "incl_warmup": frames * iterations / (warm[name] + sum(times[name])),
         }
-    out["teacher"] = loops["bidirectional"].teachers[0]
-    out["teacher_s"] = {n: statistics.median(r["teacher_s"] for r in rows_of[n][skip:]) for n in ("bidirectional", "overlap")}
+    out["teacher"] = loops[names[0]].teachers[0]
+    out["teacher_s"] = {n: statistics.median(r["teacher_s"] for r in rows_of[n][skip:]) for n in names}
+    out["warmup_s"] = warm
     return out
 
 
@@ -90,7 +105,12 @@ def main() -> None:
     p.add_argument("--lamorel-prompts", type=int, default=256)
     p.add_argument("--lamorel-batch", type=int, default=2, help="prompts per LM call (Lamorel's example: 2 envs)")
     p.add_argument("--teachers", default="default,flan-t5-small-shaped")
+    p.add_argument("--arms", default="bidirectional,overlap", help=f"compared with the ppo arm: some of {', '.join(a for a in ARMS if a != 'ppo')}")
     args = p.parse_args()
+    names = [a for a in args.arms.split(",") if a]
+    bad = [a for a in names if a not in ARMS or a == "ppo"]
+    if bad or not names:
+        p.error(f"--arms {args.arms!r}: use some of {', '.join(a for a in ARMS if a != 'ppo')}")
     print(f"bidijax sources {source_fingerprint()}")
     steps = {"num_steps": args.num_steps} if args.num_steps else None
     base = cfg.with_preset(cfg.TrainConfig(num_seeds=args.seeds), args.preset, steps)
@@ -102,21 +122,21 @@ def main() -> None:
         for name in args.teachers.split(","):
             model = "default" if name == "default" else flan_t5_small_shaped(os.path.join(tmp, "t5"))
             c = base.replace(teacher=cfg.TeacherConfig(name=model))
-            r = measure(c, args.iterations, args.skip)
+            r = measure(c, args.iterations, args.skip, names)
             lam = lamorel_style(r["teacher"], args.lamorel_prompts, args.lamorel_batch)
             rows.append((name, r, lam))
-            print(f"{name}: median teacher time per iteration {r['teacher_s']['bidirectional']:.2f} s (synchronous), "
-                  f"{r['teacher_s']['overlap']:.2f} s (overlap, hidden behind the student)", flush=True)
+            for arm in names:
+                print(f"{name}, {LABELS[arm]}: warm-up {r['warmup_s'][arm]:.1f} s, median teacher time per "
+                      f"iteration {r['teacher_s'][arm]:.2f} s", flush=True)
         print()
         print("| teacher | loop | frames/s steady | / ppo arm steady (target >= 0.85) | / ppo arm incl. warm-up | "
               "median iteration (s) | / Lamorel-style |")
         print("|---|---|---|---|---|---|---|")
         for name, r, lam in rows:
             q = r["ppo"]
-            for arm in ("ppo", "bidirectional", "overlap"):
+            for arm in ("ppo", *names):
                 b = r[arm]
-                label = {"ppo": "ppo arm", "bidirectional": "bidirectional", "overlap": "bidirectional, overlap"}[arm]
-                print(f"| {name} | {label} | {b['steady']:,.0f} | {b['steady'] / q['steady']:.2f}x | "
+                print(f"| {name} | {LABELS[arm]} | {b['steady']:,.0f} | {b['steady'] / q['steady']:.2f}x | "
                       f"{b['incl_warmup'] / q['incl_warmup']:.2f}x | {b['median_iteration_s']:.2f} | "
                       f"{b['steady'] / lam:,.0f}x |")
             print(f"| {name} | Lamorel-style (every step's prompt scored) | {lam:,.1f} | | | | 1x |")

@@ -180,15 +180,15 @@ class Loop:
         c = self.config
         t0 = time.perf_counter()
         out = self._update(state.runners, stack_tables(state.tables))  # dispatched, not awaited
-        if c.overlap:
-            tables, teacher_stats = self._teach(state.tables, state.pending)
-            t_teach = time.perf_counter() - t0
-            metrics, feedback = jax.device_get(out[1:])
-            pending = pending_of(state.tables, feedback) if self.teachers else None
-        else:
-            metrics, feedback = jax.device_get(out[1:])
+        if c.overlap:  # the teachers' turn on the previous update, while this one runs
             t1 = time.perf_counter()
-            tables, teacher_stats = self._teach(state.tables, pending_of(state.tables, feedback))
+            tables, teacher_stats = self._teach(state.tables, state.pending)
+            t_teach = time.perf_counter() - t1
+        metrics, feedback = jax.device_get(out[1:])
+        pending = pending_of(state.tables, feedback) if self.teachers else None
+        if not c.overlap:  # the teachers' turn on this update
+            t1 = time.perf_counter()
+            tables, teacher_stats = self._teach(state.tables, pending)
             t_teach, pending = time.perf_counter() - t1, None
         runners = out[0]  # the student stays on the device
         wall = time.perf_counter() - t0
@@ -225,10 +225,11 @@ class Loop:
         feedback, table_keys = pending
         tables = list(tables)
         if self.config.teacher_learns:
+            sums = feedback.replace(misses=None)
             for i, teacher in enumerate(self.teachers):
                 # only this seed's valid rows (the first n): padding never reaches the teacher
                 keys = table_keys[i]
-                fb = _seed_slice(feedback.replace(misses=None), i, len(keys))
+                fb = _seed_slice(sums, i, len(keys))
                 stats[i] = dict(teacher.update(fb, keys) or {})
                 top = most_visited(keys, np.asarray(fb.visits), self.config.teacher.rescore_budget)
                 if len(top):

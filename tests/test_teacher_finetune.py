@@ -1,6 +1,7 @@
 """Teacher fine-tuning from student feedback: the batch (numpy), the update's direction and its
 KL anchor, re-scoring, most-visited selection, save/load round-trips, config errors, LoRA."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -168,9 +169,31 @@ def test_update_raises_good_and_lowers_bad_actions(models, situations, kind):
     out_keys, after = teacher.rescore(keys)
     np.testing.assert_array_equal(out_keys, keys)
     assert_pushed(before, after)
-    # the frozen reference still gives the probabilities from before the update
+    # the frozen reference still gives the probabilities from before the update, and so do the
+    # reference rows the update used (cached when the situations were scored in version 0)
     ref = torch.softmax(teacher._reference_logprobs([teacher.prompt_of(k) for k in keys]), -1).numpy()
     np.testing.assert_allclose(ref, before, atol=1e-6)
+    cached = np.stack([teacher._ref_logp[HFTeacher.key64(k)] for k in keys])
+    np.testing.assert_allclose(np.exp(cached), before, atol=1e-6)
+
+
+def test_reference_runs_once_per_situation_first_scored_after_training(models, situations):
+    """Situations scored in version 0 never need the reference; later ones need it once."""
+    keys, missions, percepts = situations
+    old, new = slice(0, 8), slice(8, None)
+    teacher = HFTeacher(models["paths"]["causal"], batch_size=8, finetune=FAST)
+    before = teacher.score(keys[old], missions[old], jax.tree.map(lambda x: x[old], percepts))[1]
+    calls = []
+    original = teacher._reference_logprobs
+    teacher._reference_logprobs = lambda prompts: (calls.append(len(prompts)), original(prompts))[1]
+    teacher.update(push_feedback(8, *least_and_most_likely(before)), keys[old])
+    assert calls == [] and teacher.trained
+    teacher.score(keys[new], missions[new], jax.tree.map(lambda x: x[new], percepts))  # version 1
+    for _ in range(2):
+        teacher.update(push_feedback(len(keys)), keys)
+    assert calls and sum(calls) == len(keys) - 8  # each new situation once, however often drawn
+    fresh = np.stack([teacher._ref_logp[HFTeacher.key64(k)] for k in keys[new]])
+    np.testing.assert_allclose(fresh, original([teacher.prompt_of(k) for k in keys[new]]).numpy(), atol=1e-6)
 
 
 def test_micro_batches_accumulate_the_same_step(models, situations):
@@ -245,8 +268,8 @@ def test_rescore_known_keys_in_one_batch(models, situations):
     unknown = np.array([[7, 7]], np.uint32)
     query = np.concatenate([keys[5:], unknown, keys[:2], keys[:1]])
     calls = []
-    original = teacher.score_prompts
-    teacher.score_prompts = lambda prompts: (calls.append(len(prompts)), original(prompts))[1]
+    original = teacher._score_rows
+    teacher._score_rows = lambda prompts: (calls.append(len(prompts)), original(prompts))[1]
     out_keys, out = teacher.rescore(query)
     assert calls == [len(keys) - 5 + 2]  # one batch, each known situation once
     np.testing.assert_array_equal(out_keys, np.concatenate([keys[5:], keys[:2], keys[:1]]))

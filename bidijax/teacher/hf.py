@@ -176,6 +176,8 @@ class HFTeacher:
 
         self.version = 0
         self._cache: dict[int, np.ndarray] = {}
+        #: situation key -> the frozen reference's action log-probs (computed once per situation)
+        self._ref_logp: dict[int, np.ndarray] = {}
         #: situation key (64-bit int ``hi << 32 | lo``) -> prompt text, for every key ever scored
         self.prompts: dict[int, str] = {}
 
@@ -298,8 +300,23 @@ class HFTeacher:
 
     def score_prompts(self, prompts: list[str]) -> np.ndarray:
         """``float32 [N, A]`` action probabilities ``softmax(logp / temperature)`` for the prompts."""
-        logp = self.action_logprobs(prompts)
-        return torch.softmax(logp / self.temperature, dim=-1).cpu().numpy().astype(np.float32)
+        return self._score_rows(prompts)[0]
+
+    def _score_rows(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs, log_probs)``, both ``float32 [N, A]``, of the action distribution."""
+        logp = torch.log_softmax(self.action_logprobs(prompts) / self.temperature, dim=-1).cpu().numpy()
+        return np.exp(logp).astype(np.float32), logp.astype(np.float32)
+
+    def _store(self, k64: list[int], prompts: list[str]) -> None:
+        """Score ``prompts`` (situations ``k64``) into the cache. In version 0 the weights are the
+        reference's (it is copied from them by the first step), so the log-probs also go to the
+        reference's cache: most situations then never need a reference forward pass."""
+        probs, logp = self._score_rows(prompts)
+        for k, text, row, ref in zip(k64, prompts, probs, logp):
+            self._cache[k] = row
+            self.prompts[k] = text
+            if self.version == 0:
+                self._ref_logp.setdefault(k, ref)
 
     # -- situations ----------------------------------------------------------------------------
 
@@ -345,11 +362,7 @@ class HFTeacher:
         if todo:
             idx = np.asarray(todo)
             sub = jax.tree.map(lambda x: np.asarray(x)[idx], percepts)
-            texts = prompt(missions[idx].reshape(len(idx), -1), sub)
-            probs = self.score_prompts(texts)
-            for i, text, row in zip(todo, texts, probs):
-                self._cache[k64[i]] = row
-                self.prompts[k64[i]] = text
+            self._store([k64[i] for i in todo], prompt(missions[idx].reshape(len(idx), -1), sub))
         out = np.stack([self._cache[k] for k in k64]) if k64 else np.zeros((0, len(self.action_strings)), np.float32)
         return keys, out.astype(np.float32)
 
@@ -385,6 +398,15 @@ class HFTeacher:
                 finally:
                     self.model = current
         return torch.log_softmax(logp / self.temperature, dim=-1)
+
+    def _reference_rows(self, k64: list[int]) -> torch.Tensor:
+        """``[N, A]`` reference log-probs of known situations, each computed once and cached (the
+        reference is frozen, so a situation's row never changes)."""
+        todo = [k for k in dict.fromkeys(k64) if k not in self._ref_logp]
+        if todo:
+            for k, row in zip(todo, self._reference_logprobs([self.prompts[k] for k in todo]).cpu().numpy()):
+                self._ref_logp[k] = row.astype(np.float32)
+        return torch.from_numpy(np.stack([self._ref_logp[k] for k in k64])).to(self.device)
 
     def update(self, feedback, keys) -> dict:
         """Fine-tune on the student's feedback (the RL -> LM direction); returns statistics.
@@ -433,7 +455,7 @@ class HFTeacher:
             for part in np.split(idx, range(fc.micro_batch_size, len(idx), fc.micro_batch_size)):
                 prompts = [self.prompts[k64[i]] for i in part]
                 logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
-                ref = self._reference_logprobs(prompts)
+                ref = self._reference_rows([k64[i] for i in part])
                 w = torch.from_numpy(weight[part]).to(logp.device)
                 probs = logp.exp()
                 log_not = torch.log1p(-probs.clamp(max=1.0 - 1e-6))  # log(1 - pi): bounded push-down
@@ -469,8 +491,7 @@ class HFTeacher:
         known = [i for i, k in enumerate(k64) if k in self.prompts]
         todo = list({k64[i]: i for i in known if k64[i] not in self._cache}.values())
         if todo:
-            for i, row in zip(todo, self.score_prompts([self.prompts[k64[i]] for i in todo])):
-                self._cache[k64[i]] = row
+            self._store([k64[i] for i in todo], [self.prompts[k64[i]] for i in todo])
         probs = [self._cache[k64[i]] for i in known]
         out = np.stack(probs) if probs else np.zeros((0, len(self.action_strings)), np.float32)
         return keys[known], out.astype(np.float32)
@@ -482,7 +503,7 @@ class HFTeacher:
 
         ``model.safetensors`` (current weights), ``reference.safetensors`` (the frozen reference,
         full fine-tuning after the first update), ``optimizer.pt`` (AdamW state, tensors only),
-        ``state.npz`` (cached probabilities by key, the generator's state) and ``teacher.json``
+        ``state.npz`` (cached probabilities and reference log-probs by key, the generator's state) and ``teacher.json``
         (version, prompts by key, configuration). Nothing is pickled.
         """
         from safetensors.torch import save_model
@@ -494,12 +515,14 @@ class HFTeacher:
             save_model(self.reference, path("reference.safetensors"))
         if self.optimizer is not None:
             torch.save(self.optimizer.state_dict(), path("optimizer.pt"))
-        cached = sorted(self._cache)
-        probs = [self._cache[k] for k in cached]
+        cache_keys, cache_probs = _table_of(self._cache, len(self.action_strings))
+        ref_keys, ref_logp = _table_of(self._ref_logp, len(self.action_strings))
         np.savez(
             path("state.npz"),
-            cache_keys=np.asarray(cached, np.uint64),
-            cache_probs=np.stack(probs) if probs else np.zeros((0, len(self.action_strings)), np.float32),
+            cache_keys=cache_keys,
+            cache_probs=cache_probs,
+            ref_keys=ref_keys,
+            ref_logp=ref_logp,
             generator=self.generator.get_state().numpy(),
         )
         meta = {
@@ -547,6 +570,7 @@ class HFTeacher:
         self.model.eval()
         with np.load(path("state.npz")) as z:
             self._cache = {int(k): row for k, row in zip(z["cache_keys"], z["cache_probs"])}
+            self._ref_logp = {int(k): row for k, row in zip(z["ref_keys"], z["ref_logp"])} if "ref_keys" in z else {}
             self.generator.set_state(torch.from_numpy(z["generator"]))
         self.prompts = {int(k): v for k, v in meta["prompts"].items()}
         self.version = int(meta["version"])
@@ -554,6 +578,13 @@ class HFTeacher:
         self.finetune = FinetuneConfig(**meta["finetune"])
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group.update(lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
+
+
+def _table_of(rows: dict[int, np.ndarray], num_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``key -> row`` dict as arrays ``(uint64 [N], float32 [N, A])``, sorted by key."""
+    keys = sorted(rows)
+    values = np.stack([rows[k] for k in keys]) if keys else np.zeros((0, num_actions), np.float32)
+    return np.asarray(keys, np.uint64), values.astype(np.float32)
 
 
 def _with_lora(model, rank: int, name: str):
