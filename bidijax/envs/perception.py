@@ -30,9 +30,6 @@ class Percept(struct.PyTreeNode):
     overflow: jax.Array  # bool: more objects were visible than the K slots hold
 
 
-_UPPER = np.triu(np.ones((C.VIEW * C.VIEW, C.VIEW * C.VIEW), np.float32))  # [a, c] = 1 if a <= c
-
-
 def _wall_distance(types: jax.Array) -> jax.Array:
     """Distance along a ray (cells nearest first) to a wall, if a wall is the first thing seen."""
     seen = (types != C.UNSEEN) & (types != C.EMPTY)
@@ -54,10 +51,11 @@ def percept_from_image(image: jax.Array, carrying: jax.Array, max_objects: int =
     )
     flat = img.reshape(-1, 3)  # i-major, then j: the wrapper's iteration order
     is_obj = (flat[:, 0] > C.WALL).at[vx * C.VIEW + vy].set(False)
-    # the object of slot k sits at the number of cells whose running object count is <= k (49
-    # when there is none); the running count is a triangular matmul (fast on CPU, no scatter)
-    count = is_obj.astype(jnp.float32) @ _UPPER
-    idx = jnp.sum(count[:, None] <= jnp.arange(max_objects, dtype=jnp.float32)[None, :], axis=0)
+    # slot k holds the k-th object cell in order (49 when there is none): the first entries of
+    # the sorted cell indices, non-object cells counting as 49 (a short sort is fast on CPU)
+    n = flat.shape[0]
+    idx = jnp.sort(jnp.where(is_obj, jnp.arange(n), n))
+    idx = idx[:max_objects] if max_objects <= n else jnp.pad(idx, (0, max_objects - n), constant_values=n)
     i, j = idx // C.VIEW, idx % C.VIEW
     cell = jnp.concatenate([flat, jnp.zeros((1, 3), jnp.int32)])[idx]
     valid = idx < flat.shape[0]
