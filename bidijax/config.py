@@ -48,7 +48,7 @@ class TeacherConfig:
     lr: float = 3e-4  # fine-tuning (bidirectional and teacher_only arms)
     steps: int = 2
     batch_size: int = 64
-    micro_batch_size: int = 32  # situations per forward/backward pass (gradients accumulated)
+    micro_batch_size: int = 32  # distinct situations per forward/backward pass (gradients accumulated)
     kl_coef: float = 0.1
     min_count: float = 2.0
     signal: str = "advantage"  # or "td": the feedback statistic the teacher learns from

@@ -210,6 +210,37 @@ def test_micro_batches_accumulate_the_same_step(models, situations):
     assert not np.allclose(out[0][1], before, atol=1e-4)  # the step did move the teacher
 
 
+def test_repeated_draws_are_computed_once_with_their_weight(models, situations):
+    """A step over the distinct drawn situations, weighted by their draws, equals the step written
+    out over every draw (duplicates included)."""
+    keys = situations[0]
+    config = FinetuneConfig(lr=FAST.lr, steps=1, batch_size=40, kl_coef=0.5)
+    path = models["paths"]["causal"]
+    teacher, before = known_teacher(path, situations, finetune=config)
+    draws = teacher._draw(np.full(len(keys), 1.0 / len(keys)), 40)
+    assert len(np.unique(draws.numpy())) < 40  # 40 draws of 12 situations repeat some
+    fb = push_feedback(len(keys), *least_and_most_likely(before))
+    manual, _ = known_teacher(path, situations, finetune=config)
+    teacher._draw = lambda probs, n: draws
+    loss = teacher.update(fb, keys)["loss"]
+
+    # the same step by hand: one row per draw
+    manual._prepare_training()
+    prompts = [manual.prompt_of(keys[i]) for i in draws.numpy()]
+    logp = torch.log_softmax(manual.action_logprobs(prompts, grad=True), -1)
+    w = torch.from_numpy(targets(fb)[draws.numpy()])
+    ref = torch.log(torch.from_numpy(before[draws.numpy()]))
+    probs = logp.exp()
+    pg = -(w.clamp(min=0) * logp + (-w).clamp(min=0) * torch.log1p(-probs)).sum(-1).mean()
+    expected = pg + config.kl_coef * (probs * (logp - ref)).sum(-1).mean()
+    expected.backward()
+    torch.nn.utils.clip_grad_norm_(list(manual.model.parameters()), config.max_grad_norm)
+    manual.optimizer.step()
+    assert np.isclose(loss, expected.item(), rtol=1e-5)
+    manual.invalidate()
+    np.testing.assert_allclose(teacher.rescore(keys)[1], manual.rescore(keys)[1], atol=1e-5)
+
+
 def kl_div(p, q):
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
@@ -242,19 +273,23 @@ def test_only_known_situations_sampled_in_proportion_to_visits(models, situation
     count[:, C.FORWARD] = [1.0, 2.0, 3.0, 50.0, 50.0]
     count[:, C.LEFT] = 1.0
     adv = np.where(np.arange(A) == C.FORWARD, 1.0, -1.0) * count
-    seen = []
-    original = teacher.action_logprobs
+    drawn, trained = [], []
+    original_draw, original_logprobs = teacher._draw, teacher.action_logprobs
+    teacher._draw = lambda probs, n: (drawn.append(r := original_draw(probs, n)), r)[1]
 
     def spy(prompts, grad=False):
         if grad:
-            seen.extend(prompts)
-        return original(prompts, grad)
+            trained.extend(prompts)
+        return original_logprobs(prompts, grad)
 
     teacher.action_logprobs = spy
     stats = teacher.update(make_feedback(adv, count), all_keys)
-    assert stats["num_situations"] == 3 and len(seen) == 900
-    freq = np.array([seen.count(teacher.prompt_of(k)) for k in keys[:3]]) / 900
-    np.testing.assert_allclose(freq, np.array([2, 3, 4]) / 9, atol=0.05)  # visits 2 : 3 : 4
+    (draws,) = drawn
+    assert stats["num_situations"] == 3 and len(draws) == 900
+    freq = np.bincount(draws.numpy(), minlength=5) / 900
+    np.testing.assert_allclose(freq, np.array([2, 3, 4, 0, 0]) / 9, atol=0.05)  # visits 2 : 3 : 4
+    # each drawn situation went through the model once (weighted by its draws), never the unknown ones
+    assert sorted(trained) == sorted(teacher.prompt_of(k) for k in keys[:3])
     fresh = HFTeacher(models["paths"]["causal"], finetune=config)  # knows nothing: no step
     assert fresh.update(make_feedback(adv, count), all_keys)["steps"] == 0 and fresh.version == 0
     msg = one_line_error(lambda: teacher.update(make_feedback(adv[:, :3], count[:, :3]), all_keys))

@@ -44,8 +44,9 @@ class FinetuneConfig:
     ``min_count``: an entry seen ``n`` times weighs ``n / (n + min_count)``. ``signal``: the
     feedback statistic, ``"advantage"`` (GAE) or ``"td"`` (TD error). ``max_grad_norm``: gradient
     clipping (0: off). ``lora_rank``: 0 fine-tunes all weights; > 0 trains LoRA adapters of that
-    rank instead (needs ``peft``: ``pip install bidijax[lora]``). ``micro_batch_size``: situations
-    per forward/backward pass; a step accumulates the gradients of its micro-batches (same loss,
+    rank instead (needs ``peft``: ``pip install bidijax[lora]``). ``micro_batch_size``: distinct
+    situations per forward/backward pass (a situation drawn ``m`` times in a step is computed once
+    and weighs ``m``); a step accumulates the gradients of its micro-batches (same loss,
     memory bounded by the micro-batch: a 77M-parameter T5 at batch 256 in one pass needs > 22 GB).
     """
 

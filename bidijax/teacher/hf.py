@@ -408,6 +408,10 @@ class HFTeacher:
                 self._ref_logp[k] = row.astype(np.float32)
         return torch.from_numpy(np.stack([self._ref_logp[k] for k in k64])).to(self.device)
 
+    def _draw(self, probs: np.ndarray, n: int) -> torch.Tensor:
+        """``n`` situation indices drawn with replacement with ``probs``, from the teacher's generator."""
+        return torch.multinomial(torch.from_numpy(probs), n, replacement=True, generator=self.generator)
+
     def update(self, feedback, keys) -> dict:
         """Fine-tune on the student's feedback (the RL -> LM direction); returns statistics.
 
@@ -444,24 +448,26 @@ class HFTeacher:
             return stats
         self._prepare_training()
         start = time.perf_counter()
-        draws = torch.multinomial(
-            torch.from_numpy(probs), fc.steps * fc.batch_size, replacement=True, generator=self.generator
-        )
+        draws = self._draw(probs, fc.steps * fc.batch_size)
         params = [p for p in self.model.parameters() if p.requires_grad]
         history = []
         for idx in draws.view(fc.steps, fc.batch_size).numpy():
             self.optimizer.zero_grad(set_to_none=True)
             totals = np.zeros(3)
-            for part in np.split(idx, range(fc.micro_batch_size, len(idx), fc.micro_batch_size)):
+            # a situation drawn m times is computed once and weighs m (the same loss, fewer passes)
+            rows, times = np.unique(idx, return_counts=True)
+            cuts = range(fc.micro_batch_size, len(rows), fc.micro_batch_size)
+            for part, m in zip(np.split(rows, cuts), np.split(times, cuts)):
                 prompts = [self.prompts[k64[i]] for i in part]
                 logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
                 ref = self._reference_rows([k64[i] for i in part])
                 w = torch.from_numpy(weight[part]).to(logp.device)
+                # per situation: its draws / batch size, so the accumulated gradient is the batch mean's
+                share = torch.from_numpy(m / len(idx)).to(logp)[:, None]
                 probs = logp.exp()
                 log_not = torch.log1p(-probs.clamp(max=1.0 - 1e-6))  # log(1 - pi): bounded push-down
-                # sums over the micro-batch / batch size: the accumulated gradient is the batch mean's
-                pg = -(w.clamp(min=0) * logp + (-w).clamp(min=0) * log_not).sum() / len(idx)
-                kl = (probs * (logp - ref)).sum() / len(idx)
+                pg = -(share * (w.clamp(min=0) * logp + (-w).clamp(min=0) * log_not)).sum()
+                kl = (share * probs * (logp - ref)).sum()
                 loss = pg + fc.kl_coef * kl
                 loss.backward()
                 totals += [loss.item(), pg.item(), kl.item()]
