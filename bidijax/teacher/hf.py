@@ -509,8 +509,8 @@ class HFTeacher:
 
         ``model.safetensors`` (current weights), ``reference.safetensors`` (the frozen reference,
         full fine-tuning after the first update), ``optimizer.pt`` (AdamW state, tensors only),
-        ``state.npz`` (cached probabilities and reference log-probs by key, the generator's state) and ``teacher.json``
-        (version, prompts by key, configuration). Nothing is pickled.
+        ``state.npz`` (cached probabilities and reference log-probs by key, the generator's state)
+        and ``teacher.json`` (version, prompts by key, configuration). Nothing is pickled.
         """
         from safetensors.torch import save_model
 
@@ -544,7 +544,7 @@ class HFTeacher:
     def load(self, directory: str) -> None:
         """Restore, in place, a state written by ``save`` for a teacher of the same model.
 
-        Weights, reference, optimizer, cache, prompts, version, generator and configuration
+        Weights, reference, optimizer, caches, prompts, version, generator and configuration
         (temperature, length normalisation, fine-tuning) all come from ``directory``: scores and
         following updates are exactly those of the teacher that was saved.
         """
