@@ -428,7 +428,8 @@ class HFTeacher:
         Adam-normalised rounding noise.
 
         Returns ``loss``, ``pg_loss``, ``kl`` (means over the steps), ``num_situations`` (known
-        visited situations that could be drawn), ``steps`` and ``examples_per_s``.
+        visited situations that could be drawn), ``steps`` and ``examples_per_s`` (situations
+        through the model per second: one drawn several times in a step is computed once).
         """
         fc, num_actions = self.finetune, len(self.action_strings)
         keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
@@ -450,12 +451,13 @@ class HFTeacher:
         start = time.perf_counter()
         draws = self._draw(probs, fc.steps * fc.batch_size)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        history = []
+        history, computed = [], 0
         for idx in draws.view(fc.steps, fc.batch_size).numpy():
             self.optimizer.zero_grad(set_to_none=True)
             totals = np.zeros(3)
             # a situation drawn m times is computed once and weighs m (the same loss, fewer passes)
             rows, times = np.unique(idx, return_counts=True)
+            computed += len(rows)
             cuts = range(fc.micro_batch_size, len(rows), fc.micro_batch_size)
             for part, m in zip(np.split(rows, cuts), np.split(times, cuts)):
                 prompts = [self.prompts[k64[i]] for i in part]
@@ -481,7 +483,7 @@ class HFTeacher:
         seconds = time.perf_counter() - start
         loss, pg, kl = np.mean(history, axis=0)
         stats.update(loss=float(loss), pg_loss=float(pg), kl=float(kl), steps=fc.steps)
-        stats["examples_per_s"] = fc.steps * fc.batch_size / max(seconds, 1e-9)
+        stats["examples_per_s"] = computed / max(seconds, 1e-9)
         return stats
 
     def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
