@@ -42,6 +42,7 @@ ARMS = {
     "one_way": lambda c: c.replace(arm="one_way"),
     "ppo": lambda c: c.replace(arm="ppo"),
 }
+CHOICES = ", ".join(a for a in ARMS if a != "ppo")  # the arms compared with the ppo arm
 LABELS = {"ppo": "ppo arm", "bidirectional": "bidirectional", "overlap": "bidirectional, overlap", "one_way": "one_way"}
 
 
@@ -105,12 +106,12 @@ def main() -> None:
     p.add_argument("--lamorel-prompts", type=int, default=256)
     p.add_argument("--lamorel-batch", type=int, default=2, help="prompts per LM call (Lamorel's example: 2 envs)")
     p.add_argument("--teachers", default="default,flan-t5-small-shaped")
-    p.add_argument("--arms", default="bidirectional,overlap", help=f"compared with the ppo arm: some of {', '.join(a for a in ARMS if a != 'ppo')}")
+    p.add_argument("--arms", default="bidirectional,overlap", help=f"compared with the ppo arm: some of {CHOICES}")
     args = p.parse_args()
     names = [a for a in args.arms.split(",") if a]
     bad = [a for a in names if a not in ARMS or a == "ppo"]
     if bad or not names:
-        p.error(f"--arms {args.arms!r}: use some of {', '.join(a for a in ARMS if a != 'ppo')}")
+        p.error(f"--arms {args.arms!r}: use some of {CHOICES}")
     print(f"bidijax sources {source_fingerprint()}")
     steps = {"num_steps": args.num_steps} if args.num_steps else None
     base = cfg.with_preset(cfg.TrainConfig(num_seeds=args.seeds), args.preset, steps)
