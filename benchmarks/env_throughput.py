@@ -18,21 +18,19 @@ new state also goes through ``bidijax.envs.perception`` and ``situation_key``; t
 summed into the scan carry so XLA cannot drop them). Aim: percept + key cost under 30% of the
 step time, i.e. ``(t_with - t_plain) / t_plain < 0.30``.
 
-Method: all functions are compiled first (trace + lower + compile wall time is reported, not
-timed as throughput); each is then warmed up once and timed ``--repeats`` times with
-``block_until_ready``, interleaving environments and variants round-robin so that machine noise
-hits them alike; the median is reported (the overhead from the fastest calls is shown too, as a cross-check).
-``T`` is ``--env-steps // num_envs`` (at least ``--min-steps``), so every timed call does about
-the same work. By default one compiled function per (env, num_envs) serves both variants (a
-``lax.switch`` on an unbatched index, so the plain run does not execute the percept branch): it
-compiles about as fast as the percept variant alone, where two functions cost the sum of both.
-``--separate`` compiles each variant on its own instead (lets XLA fuse the percept with the step;
-on BabyAI it measured the same within noise). Compiles run in ``--workers`` threads.
+Method: the harness of ``common.py`` (compile in ``--workers`` threads, compile time excluded;
+one warm-up call; ``--repeats`` round-robin rounds over every env and variant; medians, with the
+interquartile range / median as noise; the overhead from the fastest calls is shown too, as a
+cross-check). ``T`` is ``--env-steps // num_envs`` (at least ``--min-steps``), so every timed call
+does about the same work. By default one compiled function per (env, num_envs) serves both
+variants (a ``lax.switch`` on an unbatched index, so the plain run does not execute the percept
+branch): one compile instead of two. ``--separate`` compiles each variant on its own (lets XLA
+fuse the percept with the step).
 
 ``--breakdown`` also times, at ``--breakdown-size`` envs, cumulative stages of the percept
-pipeline (scene_of, view gather without occlusion, view with occlusion,
-full percept, + situation key; for BabyAI also the percept of the step's own observation image)
-and the step with its autoreset compiled away, to show where the time goes.
+pipeline (scene_of, view gather without occlusion, view with occlusion, full percept, full
+percept + situation key; for BabyAI also the percept of the step's own observation image) and
+the step with its autoreset compiled away, to show where the time goes.
 
     python benchmarks/env_throughput.py              # default: 64 / 1024 / 4096 envs
     python benchmarks/env_throughput.py --quick      # smoke run
@@ -43,12 +41,8 @@ and the step with its autoreset compiled away, to show where the time goes.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import jax
@@ -57,15 +51,15 @@ import navix as nx
 import numpy as np
 
 import bidijax.envs as be
-from common import source_fingerprint
-
 from bidijax.envs import perception as percept_mod
 from bidijax.envs import view as view_mod
+from common import Job, Log, compile_all, fmt_rate, num_actions, print_header, print_table, spread, time_rounds
 
 AIM = 0.30
 BABYAI_ID = "BabyAI-GoToRedBallNoDists-v0"
 NATIVE = "navix Empty-8x8 1st-person"
 NO_RESET = "step without autoreset"
+KEY = jax.random.key(0)  # the random actions: the same every call, so every call does the same work
 
 
 def _env_specs() -> dict:
@@ -86,19 +80,6 @@ def _env_specs() -> dict:
             lambda: nx.make("Navix-Empty-8x8-v0", max_steps=64, observation_fn=nx.observations.symbolic_first_person),
         ),
     }
-
-
-def _navix_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("navix")
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _num_actions(env) -> int:
-    return int(env.action_space.maximum) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +162,7 @@ def _no_reset(env):
 def _make_run(env, num_envs: int, steps: int, branches: list, step_fn=None):
     """jit(run)(timestep, key, idx): ``steps`` vmapped steps; branch ``idx`` of ``branches``
     (None = nothing) is applied to each new timestep and summed into the carry."""
-    n_act = _num_actions(env)
+    n_act = num_actions(env)
     fns = [(lambda ts: jnp.zeros(2, jnp.uint32)) if f is None else f for f in branches]
     step_fn = env.step if step_fn is None else step_fn
 
@@ -202,97 +183,23 @@ def _make_run(env, num_envs: int, steps: int, branches: list, step_fn=None):
     return jax.jit(run)
 
 
-class Job:
-    """One compiled function and the named variants (branch indices) it is timed with."""
-
-    def __init__(self, env_name, num_envs, steps, variants, fn):
-        self.env_name, self.num_envs, self.steps = env_name, num_envs, steps
-        self.variants = variants  # list of (variant name, branch index)
-        self.fn = fn
-        self.compiled = None
-        self.compile_s = float("nan")
-        self.times = {v: [] for v, _ in variants}
-
-
-def _compile(job: Job, ts0, log) -> Job:
-    t0 = time.perf_counter()
-    job.compiled = job.fn.lower(ts0, jax.random.key(0), jnp.int32(0)).compile()
-    job.compile_s = time.perf_counter() - t0
-    log(f"  compiled {job.env_name} N={job.num_envs} [{', '.join(v for v, _ in job.variants)}] in {job.compile_s:.1f}s")
-    return job
-
-
-def _time_call(job: Job, ts0, idx: int, seed: int) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(job.compiled(ts0, jax.random.key(seed), jnp.int32(idx)))
-    return time.perf_counter() - t0
-
-
-def _run_jobs(jobs: list[Job], init: dict, repeats: int, workers: int, log) -> None:
-    """Compile every job (``workers`` threads), then time them round-robin, variants interleaved."""
-    log(f"compiling {len(jobs)} function(s) with {workers} worker thread(s) ...")
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda j: _compile(j, init[(j.env_name, j.num_envs)], log), jobs))
-    else:
-        for j in jobs:
-            _compile(j, init[(j.env_name, j.num_envs)], log)
-    log("warming up ...")
-    for j in jobs:
-        for _, idx in j.variants:
-            _time_call(j, init[(j.env_name, j.num_envs)], idx, 0)
-    log(f"timing {repeats} round(s) ...")
-    for r in range(repeats):
-        for j in jobs:
-            order = j.variants if r % 2 == 0 else j.variants[::-1]
-            for name, idx in order:
-                j.times[name].append(_time_call(j, init[(j.env_name, j.num_envs)], idx, r + 1))
+def _variants(name: str, n: int, steps: int, ts0, fn, labels: list[str]) -> dict[str, Job]:
+    """label -> Job calling ``fn`` (a ``_make_run``) with branch index i; they share one compile."""
+    return {v: Job(f"{name} N={n} {v}", fn, (ts0, KEY, jnp.int32(i)), n * steps) for i, v in enumerate(labels)}
 
 
 def _initial_timesteps(envs: dict, sizes: list[int], workers: int, log) -> dict:
     """(env, N) -> batched initial timestep: one jitted reset per env at max(sizes), sliced."""
     nmax = max(sizes)
-
-    def reset(name):
-        t0 = time.perf_counter()
-        full = jax.block_until_ready(jax.jit(jax.vmap(envs[name].reset))(jax.random.split(jax.random.key(1), nmax)))
-        log(f"  reset {name}: {nmax} envs in {time.perf_counter() - t0:.1f}s (incl. compile)")
-        return name, full
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        fulls = dict(pool.map(reset, list(envs)))
-    return {
-        (name, n): jax.block_until_ready(jax.tree.map(lambda x: x[:n], fulls[name])) for name in envs for n in sizes
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Reporting
-
-
-def _median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def _spread(xs) -> float:
-    """Interquartile range relative to the median (a noise indicator)."""
-    if len(xs) < 4:
-        return (max(xs) - min(xs)) / statistics.median(xs) if xs else float("nan")
-    q = statistics.quantiles(xs, n=4)
-    return (q[2] - q[0]) / statistics.median(xs)
-
-
-def _fmt_rate(x: float) -> str:
-    return f"{x / 1e3:,.1f}k" if x == x else "-"
-
-
-def _print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    keys = jax.random.split(jax.random.key(1), nmax)
+    resets = {name: Job(f"reset {name} x{nmax}", jax.jit(jax.vmap(env.reset)), (keys,)) for name, env in envs.items()}
+    compile_all(list(resets.values()), workers, log)
+    init = {}
+    for name, j in resets.items():
+        j.run()
+        for n in sizes:
+            init[(name, n)] = jax.block_until_ready(jax.tree.map(lambda x: x[:n], j.out))
+    return init
 
 
 def _steps_for(args, n: int) -> int:
@@ -326,13 +233,7 @@ def main(argv=None) -> int:
         args.sizes, args.env_steps, args.min_steps, args.repeats = [64], 2048, 4, 3
         args.breakdown_size = [64]
 
-    start = time.perf_counter()
-    lock = threading.Lock()
-
-    def log(msg: str) -> None:
-        with lock:
-            print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
+    log = Log()
     specs = _env_specs()
     names = list(specs)
     if args.envs is not None:
@@ -342,15 +243,15 @@ def main(argv=None) -> int:
         names = [n for n in specs if any(a.lower() in n.lower() for a in args.envs)]
     envs = {n: specs[n][1]() for n in names}
 
-    print("Random-policy env throughput: jit(scan over T steps of vmap(env.step)), uniform random actions")
-    print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_navix_version()}"
+    print_header(
+        "Random-policy env throughput: jit(scan over T steps of vmap(env.step)), uniform random actions", ("navix",), argv
     )
-    print(f"bidijax sources: sha1 {source_fingerprint()}")
     for n in names:
         print(f"  {n}: {specs[n][0]}")
     sizes_main = [] if args.no_main else sorted(set(args.sizes))
     sizes_all = sorted(set(sizes_main + (list(args.breakdown_size) if args.breakdown else [])))
+    if not sizes_all:
+        p.error("nothing to run: --no-main without --breakdown")
     print(
         "T per size: "
         + ", ".join(f"N={n}: T={_steps_for(args, n)}" for n in sizes_all)
@@ -362,66 +263,43 @@ def main(argv=None) -> int:
     log("resetting ...")
     init = _initial_timesteps(envs, sizes_all, args.workers, log)
 
-    # ---- main table
-    jobs: list[Job] = []
+    # ---- main table: (env, N) -> {"plain": Job, "with": Job}
+    main_jobs = {}
     for n in sizes_main:
         t = _steps_for(args, n)
         for name, env in envs.items():
+            ts0 = init[(name, n)]
             if args.separate:
-                jobs.append(Job(name, n, t, [("plain", 0)], _make_run(env, n, t, [None])))
-                jobs.append(Job(name, n, t, [("with", 0)], _make_run(env, n, t, [_stage_key])))
+                main_jobs[(name, n)] = {
+                    **_variants(name, n, t, ts0, _make_run(env, n, t, [None]), ["plain"]),
+                    **_variants(name, n, t, ts0, _make_run(env, n, t, [_stage_key]), ["with"]),
+                }
             else:
-                jobs.append(Job(name, n, t, [("plain", 0), ("with", 1)], _make_run(env, n, t, [None, _stage_key])))
-    if jobs:
-        _run_jobs(jobs, init, args.repeats, args.workers, log)
-        res = {}
-        for j in jobs:
-            r = res.setdefault((j.env_name, j.num_envs), {"compile": [], "spread": []})
-            r["compile"].append(j.compile_s)
-            for v, ts in j.times.items():
-                r[v] = j.num_envs * j.steps / _median(ts)
-                r["t_" + v] = _median(ts)
-                r["min_" + v] = min(ts)
-                r["spread"].append(_spread(ts))
+                main_jobs[(name, n)] = _variants(name, n, t, ts0, _make_run(env, n, t, [None, _stage_key]), ["plain", "with"])
+    if main_jobs:
+        jobs = [j for d in main_jobs.values() for j in d.values()]
+        compile_all(jobs, args.workers, log)
+        time_rounds(jobs, args.repeats, log)
         rows = []
         for n in sizes_main:
             for name in names:
-                r = res[(name, n)]
-                over = (r["t_with"] - r["t_plain"]) / r["t_plain"]
-                over_min = (r["min_with"] - r["min_plain"]) / r["min_plain"]
+                plain, with_ = main_jobs[(name, n)]["plain"], main_jobs[(name, n)]["with"]
+                over = (with_.median - plain.median) / plain.median
+                over_min = (min(with_.times) - min(plain.times)) / min(plain.times)
                 ratio = "-"
-                if name == BABYAI_ID and (NATIVE, n) in res:
-                    ratio = f"{r['plain'] / res[(NATIVE, n)]['plain']:.2f}x"
-                rows.append(
-                    [
-                        name,
-                        n,
-                        _fmt_rate(r["plain"]),
-                        _fmt_rate(r["with"]),
-                        f"{over:+.0%}",
-                        "yes" if over < AIM else "NO",
-                        f"{over_min:+.0%}",
-                        "+".join(f"{c:.0f}" for c in r["compile"]),
-                        f"{max(r['spread']):.0%}",
-                        ratio,
-                    ]
-                )
+                if name == BABYAI_ID and (NATIVE, n) in main_jobs:
+                    ratio = f"{plain.rate / main_jobs[(NATIVE, n)]['plain'].rate:.2f}x"
+                compiles = {id(j.fn): j.compile_s for j in (plain, with_)}.values()  # one per compiled function
+                rows.append([
+                    name, n, fmt_rate(plain.rate), fmt_rate(with_.rate), f"{over:+.0%}", "yes" if over < AIM else "NO",
+                    f"{over_min:+.0%}", "+".join(f"{c:.0f}" for c in compiles),
+                    f"{max(spread(plain.times), spread(with_.times)):.0%}", ratio,
+                ])  # fmt: skip
         print()
-        _print_table(
-            rows,
-            [
-                "env",
-                "num_envs",
-                "steps/s plain",
-                "steps/s +percept+key",
-                "overhead",
-                f"<{AIM:.0%}?",
-                "overhead(min)",
-                "compile s",
-                "noise(IQR)",
-                "BabyAI/native plain",
-            ],
-        )
+        print_table(rows, [
+            "env", "num_envs", "steps/s plain", "steps/s +percept+key", "overhead", f"<{AIM:.0%}?", "overhead(min)",
+            "compile s", "noise(IQR)", "BabyAI/native plain",
+        ])  # fmt: skip
         print(
             "compile s: wall time of trace+lower+compile"
             + (" (plain+with)" if args.separate else " of one function serving both variants")
@@ -432,65 +310,45 @@ def main(argv=None) -> int:
         )
         sys.stdout.flush()
 
-    # ---- breakdown
+    # ---- breakdown: (env, N) -> {stage: Job, ..., NO_RESET: Job}
     if args.breakdown:
-        bjobs = []
+        breakdown = {}
         for n in sorted(set(args.breakdown_size)):
             t = _steps_for(args, n)
             for name, env in envs.items():
-                stages = _stages(name, init[(name, n)].observation)
-                variants = [(s, i) for i, (s, _) in enumerate(stages)]
-                bjobs.append(Job(name, n, t, variants, _make_run(env, n, t, [f for _, f in stages])))
-                bjobs.append(Job(name, n, t, [(NO_RESET, 0)], _make_run(env, n, t, [None], step_fn=_no_reset(env))))
-        _run_jobs(bjobs, init, args.repeats, args.workers, log)
+                ts0 = init[(name, n)]
+                stages = _stages(name, ts0.observation)
+                breakdown[(name, n)] = {
+                    **_variants(name, n, t, ts0, _make_run(env, n, t, [f for _, f in stages]), [s for s, _ in stages]),
+                    **_variants(name, n, t, ts0, _make_run(env, n, t, [None], step_fn=_no_reset(env)), [NO_RESET]),
+                }
+        jobs = [j for d in breakdown.values() for j in d.values()]
+        compile_all(jobs, args.workers, log)
+        time_rounds(jobs, args.repeats, log)
         print()
         print("Percept pipeline breakdown: cumulative stages computed on each step's new state, each folding its")
         print("output into the carry (one compiled function per env and size, lax.switch on the stage), and the")
         print("step with its autoreset compiled away (under vmap, the autoreset computes a reset on every step).")
         rows = []
-        for j in bjobs:
-            if j.variants[0][0] == NO_RESET:
-                continue
-            base = _median(j.times["step only"])
-            prev = base
-            for s, _ in j.variants:
-                tm = _median(j.times[s])
-                rows.append(
-                    [
-                        j.env_name if s == "step only" else "",
-                        j.num_envs if s == "step only" else "",
-                        s,
-                        _fmt_rate(j.num_envs * j.steps / tm),
-                        f"{tm / (j.num_envs * j.steps) * 1e6:.2f}",
-                        "-" if s == "step only" else f"{(tm - base) / base:+.0%}",
-                        "-" if s == "step only" or "from_image" in s else f"{(tm - prev) / base:+.0%}",
-                        f"{_spread(j.times[s]):.0%}",
-                    ]
-                )
-                if "from_image" not in s:
-                    prev = tm
-            (nr,) = [k for k in bjobs if k.env_name == j.env_name and k.num_envs == j.num_envs and k is not j]
-            tm = _median(nr.times[NO_RESET])
+        for (name, n), d in breakdown.items():
+            base = prev = d["step only"].median
+            for s, j in d.items():
+                first = s == "step only"
+                aside = s == NO_RESET or "from_image" in s  # not a cumulative stage
+                rows.append([
+                    name if first else "", n if first else "", s, fmt_rate(j.rate), f"{j.median / j.frames * 1e6:.2f}",
+                    "-" if first else f"{(j.median - base) / base:+.0%}",
+                    "-" if first or aside else f"{(j.median - prev) / base:+.0%}", f"{spread(j.times):.0%}",
+                ])  # fmt: skip
+                if not aside:
+                    prev = j.median
             rows.append(
-                [
-                    "",
-                    "",
-                    NO_RESET,
-                    _fmt_rate(nr.num_envs * nr.steps / tm),
-                    f"{tm / (nr.num_envs * nr.steps) * 1e6:.2f}",
-                    f"{(tm - base) / base:+.0%}",
-                    "-",
-                    f"{_spread(nr.times[NO_RESET]):.0%}",
-                ]
+                ["", "", f"(compile: stages {d['step only'].compile_s:.0f}s, no-autoreset step {d[NO_RESET].compile_s:.0f}s)"]
+                + [""] * 5
             )
-            rows.append(
-                ["", "", f"(compile: stages {j.compile_s:.0f}s, no-autoreset step {nr.compile_s:.0f}s)"] + [""] * 5
-            )
-        _print_table(
-            rows, ["env", "num_envs", "stage", "steps/s", "us/env-step", "vs step", "this stage", "noise(IQR)"]
-        )
+        print_table(rows, ["env", "num_envs", "stage", "steps/s", "us/env-step", "vs step", "this stage", "noise(IQR)"])
         print("vs step: (t_stage - t_step) / t_step; this stage: increment over the previous stage, as % of the step.")
-    log(f"done in {time.perf_counter() - start:.0f}s")
+    log(f"done in {time.perf_counter() - log.start:.0f}s")
     return 0
 
 

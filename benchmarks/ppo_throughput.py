@@ -2,73 +2,52 @@
 
 Three measurements, each printed as a table of ratios measured side by side in one run:
 
-1. ``vs navix`` (``Navix-DoorKey-5x5-v0``, ``--sizes`` environments, default 64 / 256 / 1024):
-   bidijax ``make_train`` with ``hint_mode="none"`` against ``navix.agents.PPO`` with the same
-   ``num_envs``, ``num_steps`` (128), ``num_minibatches`` (4) and epochs (4), learning-rate
-   annealing off on both sides, 64-unit tanh MLP actor and critic on both sides. Both sides are
-   timed as one jitted call ``key -> init + U updates`` where the ``U`` updates run under
-   ``jax.lax.scan`` (navix's own ``PPO.train(key)`` with ``budget = U * num_envs * num_steps``;
-   bidijax's ``init`` then ``lax.scan`` over ``update``); ``U = max(1, --frames // (num_envs *
-   num_steps))``, identical for both. navix's agent gets the same environment with its
-   observation flattened (``env.replace(observation_fn=ravel(symbolic))``, as navix's examples do:
-   its MLP needs a vector; bidijax's network flattens internally). Also timed: the random-policy
-   env steps/s of the same env and ``num_envs`` (jit of ``lax.scan`` over ``U * num_steps`` steps
-   of ``vmap(env.step)`` with uniform random actions), and, at ``--profile-sizes``, the parts of
-   one bidijax update: ``train.collect`` (rollout + GAE), one top-level jitted ``train.update``,
-   and ``jax.random.permutation`` of the batch once per epoch (navix's shuffle; bidijax shuffles
-   with ``student.shuffle.permutation``, a Feistel network, also timed).
-   Aim: bidijax frames/s >= 1.5x navix's at every size.
+1. ``vs navix`` (``Navix-DoorKey-5x5-v0``, ``--sizes`` environments): bidijax ``make_train``
+   with ``hint_mode="none"`` against ``navix.agents.PPO`` with the same ``num_envs``,
+   ``num_steps``, ``num_minibatches`` and epochs, learning-rate annealing off and a 64-unit tanh
+   MLP actor and critic on both sides. Both are timed as one jitted call ``key -> init + U
+   updates`` with the updates under ``jax.lax.scan`` (navix's ``PPO.train(key)`` with ``budget =
+   U * num_envs * num_steps``), ``U = max(1, --frames // (num_envs * num_steps))``. navix's agent
+   gets the env with its observation flattened (its MLP needs a vector; bidijax's network
+   flattens internally). Also timed: random-policy env steps/s of the same env and ``num_envs``
+   (``lax.scan`` over ``U * num_steps`` steps of ``vmap(env.step)``), and, at
+   ``--profile-sizes``, the parts of one bidijax update: ``train.collect`` (rollout + GAE), one
+   jitted ``train.update``, and per-epoch batch shuffles (``jax.random.permutation``, navix's;
+   ``student.shuffle.permutation``, bidijax's Feistel network). Aim: bidijax >= 1.5x navix.
 2. ``hints`` (``BabyAI-GoToRedBallNoDists-v0`` with ``--hint-babyai-envs`` envs, DoorKey with
    ``--hint-doorkey-envs``): ``distill`` reading a full hint table against ``none``, both timed
-   as ``key -> init + U updates`` (``--hint-updates``) with the same key on every call, so that
-   every call does the same work. The table (capacity ``--capacity``) is built from the
-   situation keys ``train.collect`` returns for the first runner (empty table), then topped up
-   with the update's own miss buffer until a whole run misses nothing (``--table-passes``); the
-   rows are random Dirichlet(1) teacher distributions. The hint coverage of the timed run is
-   printed (1.00 = every visited situation found). ``make_train(config, env)`` tracks the BFS
-   oracle by default when a table is read (``track_oracle=None``); ``distill, no oracle`` is
-   ``make_train(..., track_oracle=False)``. With ``--profile`` (default on) the rollout alone
-   (``train.collect``) is timed for none / distill / distill without oracle, and so are the two
-   per-update extras of a table-reading update: ``hints.collect_misses`` (the miss buffer) and
-   ``feedback.aggregate`` on that rollout, and the rollout's ``hints.lookup`` calls alone.
-   Aim: distill frames/s >= 0.9x none's. BabyAI defaults to 16 envs (a small batch: the BabyAI
-   student's one-hot encoder of the view makes its epochs the bulk of an update, ~13k frames/s).
-3. ``seeds`` (DoorKey, ``--seed-envs`` envs per seed, ``--seed-updates`` updates,
-   ``--seeds`` seeds, hint_mode none, each seed its own empty table): one program
-   ``jit(keys, tables -> vmap(U updates)(lax.map(init, keys), tables))`` against the single-seed
-   program ``jit(key, table -> init + U updates)`` compiled once and called once per seed, one
-   seed after the other, and against ``S`` separate single-seed runs (each builds ``make_train``
-   and compiles its own program after ``jax.clear_caches()``, as ``S`` launches of a script do).
-   Wall time includes trace + compile in all (compile and run are reported separately too);
-   jax's caches are cleared before each. The seeds' ``init`` runs
-   under ``lax.map`` rather than ``vmap`` because ``jit(vmap(train.init))`` hangs on jax 0.10.2
-   CPU (the batched QR decompositions of the network's orthogonal initialisers, executed
-   concurrently, wedge the XLA CPU runtime: 0% CPU, no return within 90 s; reproduced with 4 independent
-   ``jnp.linalg.qr`` of (75, 64) matrices under ``jit(vmap)``; fine with
-   ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``); ``--vmap-init`` runs
-   ``jit(vmap(init + U updates))`` as is. Init is a negligible part of the run either way.
-   Aim: vmapped wall time <= 0.4x the sequential wall time.
+   as ``key -> init + U updates`` (``--hint-updates``) with the same key every call, so that every
+   call does the same work. The table (``--capacity``) holds the situation keys ``train.collect``
+   returns for the first runner, topped up with the update's own miss buffer until a run misses
+   nothing (``--table-passes``); its rows are random Dirichlet(1) distributions. The timed run's
+   hint coverage is printed (1.00 = every visited situation found). ``distill`` tracks the BFS
+   oracle (``make_train``'s default when a table is read); ``distill, no oracle`` is
+   ``track_oracle=False``. With ``--profile``: the rollout alone (``train.collect``) for the three
+   modes, and a table-reading update's extras on that rollout: ``hints.collect_misses``,
+   ``feedback.aggregate`` and the rollout's ``hints.lookup`` calls. Aim: distill >= 0.9x none.
+3. ``seeds`` (DoorKey, ``--seeds`` seeds of ``--seed-envs`` envs and ``--seed-updates`` updates,
+   hint_mode none, each seed its own empty table): one program ``jit(keys, tables ->
+   vmap(U updates)(lax.map(init, keys), tables))`` against the single-seed program compiled once
+   and called once per seed, and against ``S`` separate runs that each build ``make_train`` and
+   compile after ``jax.clear_caches()`` (as ``S`` launches of a script). Wall time includes trace
+   + compile (also reported apart); caches are cleared before each; the arms alternate order over
+   ``--seed-repeats``. Seeds are initialised under ``lax.map`` because ``jit(vmap(train.init))``
+   hangs on jax 0.10.2 CPU (``--vmap-init`` runs it as is). Aim: vmapped wall time <= 0.4x.
 
-Method (1 and 2): all functions of a section are compiled first (``--workers`` threads; the
-trace + lower + compile wall time is reported, never counted as throughput), called once to warm
-up, then timed ``--repeats`` (section 2: ``--repeats-hints``) times with ``block_until_ready``, round-robin over every function of
-the section (order reversed every other round) so that machine noise hits them alike; medians are
-reported, with the interquartile range over the median as a noise indicator.
+Method (1 and 2): the harness of ``common.py`` (compile in ``--workers`` threads, compile time
+excluded; one warm-up call; ``--repeats`` / ``--repeats-hints`` round-robin rounds; medians with
+the interquartile range / median as noise).
 
-    python benchmarks/ppo_throughput.py             # default (about 9 min on 2 cores)
-    python benchmarks/ppo_throughput.py --quick     # smoke run (< 3 min)
+    python benchmarks/ppo_throughput.py
+    python benchmarks/ppo_throughput.py --quick     # smoke run
     python benchmarks/ppo_throughput.py --sections navix --sizes 256 --repeats 7
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -77,113 +56,15 @@ from navix.agents import PPO, ActorCritic, PPOHparams
 from navix.agents.models import MLPEncoder
 
 import bidijax.envs as be
-from common import source_fingerprint
 import bidijax.feedback as fb
 import bidijax.hints as hn
 from bidijax.student import PPOConfig, make_train, shuffle
+from common import Job, Log, compile_all, fmt_rate, median, num_actions, print_header, print_table, spread, time_rounds
 
 DOORKEY = "Navix-DoorKey-5x5-v0"
 BABYAI = "BabyAI-GoToRedBallNoDists-v0"
 AIM_NAVIX, AIM_DISTILL, AIM_SEEDS = 1.5, 0.9, 0.4
 SECTIONS = ("navix", "hints", "seeds")
-
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _version(pkg: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _median(xs) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
-def _spread(xs) -> float:
-    """Interquartile range over the median (min-max range when fewer than 4 values)."""
-    if not xs:
-        return float("nan")
-    if len(xs) < 4:
-        return (max(xs) - min(xs)) / statistics.median(xs)
-    q = statistics.quantiles(xs, n=4)
-    return (q[2] - q[0]) / statistics.median(xs)
-
-
-def _rate(x: float) -> str:
-    return f"{x / 1e3:,.1f}k" if x == x else "-"
-
-
-def _print_table(rows: list[list], header: list[str]) -> None:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    line = fmt(header)
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print(fmt(r))
-    sys.stdout.flush()
-
-
-def _num_actions(env) -> int:
-    return int(env.action_space.maximum) + 1
-
-
-class Job:
-    """One jitted function, its arguments, the frames (env steps) one call covers, its timings."""
-
-    def __init__(self, name: str, fn, args: tuple, frames: int):
-        self.name, self.fn, self.args, self.frames = name, fn, args, frames
-        self.compiled = None
-        self.compile_s = float("nan")
-        self.times: list[float] = []
-        self.out = None
-
-    def call(self):
-        t0 = time.perf_counter()
-        self.out = jax.block_until_ready(self.compiled(*self.args))
-        return time.perf_counter() - t0
-
-    @property
-    def median(self) -> float:
-        return _median(self.times)
-
-    @property
-    def rate(self) -> float:
-        return self.frames / self.median
-
-
-def _compile_all(jobs: list[Job], workers: int, log) -> None:
-    def one(job: Job):
-        t0 = time.perf_counter()
-        job.compiled = job.fn.lower(*job.args).compile()
-        job.compile_s = time.perf_counter() - t0
-        log(f"  compiled {job.name} in {job.compile_s:.1f}s")
-
-    log(f"compiling {len(jobs)} function(s) with {workers} worker thread(s) ...")
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, jobs))
-    else:
-        for j in jobs:
-            one(j)
-
-
-def _time_rounds(jobs: list[Job], repeats: int, log, warm: bool = True) -> None:
-    if warm:
-        log("warming up ...")
-        for j in jobs:
-            j.call()
-    log(f"timing {repeats} round(s) of {len(jobs)} function(s) ...")
-    for r in range(repeats):
-        for j in jobs if r % 2 == 0 else jobs[::-1]:
-            j.times.append(j.call())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,13 +115,13 @@ def _navix_agent(env, num_envs: int, updates: int, args) -> PPO:
         num_epochs=args.epochs,
         anneal_lr=False,
     )
-    network = ActorCritic(action_dim=_num_actions(env), actor_encoder=MLPEncoder(64), critic_encoder=MLPEncoder(64))
+    network = ActorCritic(action_dim=num_actions(env), actor_encoder=MLPEncoder(64), critic_encoder=MLPEncoder(64))
     return PPO(hparams=hparams, network=network, env=flat_env)
 
 
 def _random_run(env, num_envs: int, steps: int):
     """jit(timestep, key -> ``steps`` steps of vmap(env.step) with uniform random actions)."""
-    n_act = _num_actions(env)
+    n_act = num_actions(env)
 
     def run(timestep, key):
         def body(ts, k):
@@ -251,22 +132,10 @@ def _random_run(env, num_envs: int, steps: int):
     return run
 
 
-def _permutations(batch: int, epochs: int):
-    """jit(key -> one jax.random.permutation(batch) per epoch): navix's PPO shuffle."""
-
-    def run(key):
-        return jax.lax.map(lambda k: jax.random.permutation(k, batch), jax.random.split(key, epochs))
-
-    return run
-
-
-def _feistel_permutations(batch: int, epochs: int):
-    """jit(key -> one student.shuffle.permutation(batch) per epoch): bidijax's PPO shuffle."""
-
-    def run(key):
-        return jax.lax.map(lambda k: shuffle.permutation(k, batch), jax.random.split(key, epochs))
-
-    return run
+def _permutations(permutation, batch: int, epochs: int):
+    """key -> one ``permutation(key, batch)`` per epoch (navix shuffles with jax.random.permutation,
+    bidijax with student.shuffle.permutation, a Feistel network)."""
+    return lambda key: jax.lax.map(lambda k: permutation(k, batch), jax.random.split(key, epochs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,9 +145,9 @@ def _feistel_permutations(batch: int, epochs: int):
 def section_navix(args, log) -> dict:
     env = be.make(DOORKEY)
     T = args.num_steps
-    jobs, by = [], {}
+    by = {}
     reset = jax.jit(lambda key, n: jax.vmap(env.reset)(jax.random.split(key, n)), static_argnums=1)
-    empty = hn.empty(1, _num_actions(env))
+    empty = hn.empty(1, num_actions(env))
     for n in args.sizes:
         u = max(1, args.frames // (n * T))
         frames = u * n * T
@@ -292,12 +161,12 @@ def section_navix(args, log) -> dict:
             runner = jax.block_until_ready(jax.jit(train.init)(jax.random.key(4)))
             by[(n, "collect")] = Job(f"bidijax collect N={n}", jax.jit(train.collect), (runner, empty), n * T)
             by[(n, "update")] = Job(f"bidijax update N={n}", jax.jit(train.update), (runner, empty), n * T)
-            by[(n, "perm")] = Job(f"permutation x{args.epochs} N={n}", jax.jit(_permutations(n * T, args.epochs)), (jax.random.key(5),), n * T)
-            by[(n, "feistel")] = Job(f"Feistel permutation x{args.epochs} N={n}", jax.jit(_feistel_permutations(n * T, args.epochs)), (jax.random.key(5),), n * T)
+            by[(n, "perm")] = Job(f"permutation x{args.epochs} N={n}", jax.jit(_permutations(jax.random.permutation, n * T, args.epochs)), (jax.random.key(5),), n * T)
+            by[(n, "feistel")] = Job(f"Feistel permutation x{args.epochs} N={n}", jax.jit(_permutations(shuffle.permutation, n * T, args.epochs)), (jax.random.key(5),), n * T)
             by[(n, "random1")] = Job(f"random env N={n} T={T}", jax.jit(_random_run(env, n, T)), (reset(jax.random.key(1), n), jax.random.key(2)), n * T)
     jobs = [j for j in by.values() if isinstance(j, Job)]
-    _compile_all(jobs, args.workers, log)
-    _time_rounds(jobs, args.repeats, log)
+    compile_all(jobs, args.workers, log)
+    time_rounds(jobs, args.repeats, log)
 
     print()
     print(f"== 1. bidijax PPO (hint_mode=none) vs navix PPO agent, {DOORKEY}")
@@ -313,37 +182,15 @@ def section_navix(args, log) -> dict:
     for n in args.sizes:
         r, nv, bj = by[(n, "random")], by[(n, "navix")], by[(n, "bidijax")]
         ratio = bj.rate / nv.rate
-        rows.append(
-            [
-                n,
-                by[(n, "updates")],
-                _rate(r.rate),
-                _rate(nv.rate),
-                _rate(bj.rate),
-                f"{ratio:.2f}x",
-                "yes" if ratio >= AIM_NAVIX else "NO",
-                f"{bj.rate / r.rate:.3f}",
-                f"{nv.rate / r.rate:.3f}",
-                f"{r.compile_s:.0f}/{nv.compile_s:.0f}/{bj.compile_s:.0f}",
-                f"{max(_spread(j.times) for j in (r, nv, bj)):.0%}",
-            ]
-        )
-    _print_table(
-        rows,
-        [
-            "num_envs",
-            "U",
-            "random env steps/s",
-            "navix PPO frames/s",
-            "bidijax PPO frames/s",
-            "bidijax/navix",
-            f">={AIM_NAVIX}x?",
-            "bidijax/random",
-            "navix/random",
-            "compile s rnd/nvx/bdj",
-            "noise",
-        ],
-    )
+        rows.append([
+            n, by[(n, "updates")], fmt_rate(r.rate), fmt_rate(nv.rate), fmt_rate(bj.rate), f"{ratio:.2f}x",
+            "yes" if ratio >= AIM_NAVIX else "NO", f"{bj.rate / r.rate:.3f}", f"{nv.rate / r.rate:.3f}",
+            f"{r.compile_s:.0f}/{nv.compile_s:.0f}/{bj.compile_s:.0f}", f"{max(spread(j.times) for j in (r, nv, bj)):.0%}",
+        ])  # fmt: skip
+    print_table(rows, [
+        "num_envs", "U", "random env steps/s", "navix PPO frames/s", "bidijax PPO frames/s", "bidijax/navix",
+        f">={AIM_NAVIX}x?", "bidijax/random", "navix/random", "compile s rnd/nvx/bdj", "noise",
+    ])  # fmt: skip
     print(
         "   frames/s = U * num_envs * num_steps / median call time (compile excluded); random env: same "
         "env, num_envs and U * num_steps steps;\n   noise = worst interquartile range / median of the three."
@@ -368,7 +215,7 @@ def section_navix(args, log) -> dict:
             ]
             for i, (label, t) in enumerate(parts):
                 rows.append([n if i == 0 else "", label, f"{t * 1e3:,.0f}", f"{t / upd:.0%}"])
-        _print_table(rows, ["num_envs", "part", "ms", "of update"])
+        print_table(rows, ["num_envs", "part", "ms", "of update"])
     sys.stdout.flush()
     return by
 
@@ -426,7 +273,7 @@ def section_hints(args, log) -> dict:
     jobs = []
     for name, n in specs:
         env = be.make(name)
-        A = _num_actions(env)
+        A = num_actions(env)
         table0 = hn.empty(args.capacity, A)
         t_none = make_train(_config(args, n, "none"), env)
         t_dist = make_train(_config(args, n, "distill"), env)
@@ -447,7 +294,7 @@ def section_hints(args, log) -> dict:
             d["c_noorc"] = Job(f"{name} collect distill no-oracle N={n}", jax.jit(t_noorc.collect), (runner, table0), n * T)
         per_env[name] = d
         jobs += [j for j in d.values() if isinstance(j, Job)]
-    _compile_all(jobs, args.workers, log)
+    compile_all(jobs, args.workers, log)
 
     rng = np.random.default_rng(0)
     for name, d in per_env.items():
@@ -460,7 +307,7 @@ def section_hints(args, log) -> dict:
         dist = d["distill"]
         for p in range(args.table_passes):
             dist.args = (key, table)
-            dist.call()
+            dist.run()
             metrics, feedback = dist.out[1]
             miss = feedback.misses
             cov = np.asarray(metrics["hint_coverage"])
@@ -485,9 +332,9 @@ def section_hints(args, log) -> dict:
             d["aggregate"] = Job(f"{name} feedback.aggregate N={n}", jax.jit(_aggregate_of(args.capacity, d["A"])), (ro,), n * T)
             d["lookup"] = Job(f"{name} hints.lookup x{T} N={n}", jax.jit(_lookups), (d["c_dist"].args[1], ro.traj.key), n * T)
             extra += [d["misses"], d["aggregate"], d["lookup"]]
-        _compile_all(extra, args.workers, log)
+        compile_all(extra, args.workers, log)
         jobs += extra
-    _time_rounds(jobs, args.repeats_hints, log)
+    time_rounds(jobs, args.repeats_hints, log)
 
     print()
     print(f"== 2. distill with a full hint table vs none (num_steps={T}, {args.num_minibatches} minibatches, {args.epochs} epochs)")
@@ -499,25 +346,13 @@ def section_hints(args, log) -> dict:
             j = d[k]
             cov = np.asarray(j.out[1][0]["hint_coverage"]).min() if k != "none" else float("nan")
             ratio = j.rate / base.rate
-            rows.append(
-                [
-                    name if k == "none" else "",
-                    d["n"] if k == "none" else "",
-                    label,
-                    _rate(j.rate),
-                    "-" if k == "none" else f"{ratio:.2f}x",
-                    ("yes" if ratio >= AIM_DISTILL else "NO") if k == "distill" else "",
-                    "-" if k == "none" else f"{cov:.4f}",
-                    f"{j.median * 1e3:,.0f}",
-                    f"{j.compile_s:.0f}",
-                    f"{_spread(j.times):.0%}",
-                ]
-            )
+            rows.append([
+                name if k == "none" else "", d["n"] if k == "none" else "", label, fmt_rate(j.rate),
+                "-" if k == "none" else f"{ratio:.2f}x", ("yes" if ratio >= AIM_DISTILL else "NO") if k == "distill" else "",
+                "-" if k == "none" else f"{cov:.4f}", f"{j.median * 1e3:,.0f}", f"{j.compile_s:.0f}", f"{spread(j.times):.0%}",
+            ])  # fmt: skip
         rows.append(["", "", f"(table: {d['table_rows']} rows, built in {d['build_s']:.0f}s)"] + [""] * 7)
-    _print_table(
-        rows,
-        ["env", "num_envs", "hint mode", "frames/s", "vs none", f">={AIM_DISTILL}x?", "min coverage", "ms/call", "compile s", "noise"],
-    )
+    print_table(rows, ["env", "num_envs", "hint mode", "frames/s", "vs none", f">={AIM_DISTILL}x?", "min coverage", "ms/call", "compile s", "noise"])
     if args.profile:
         print()
         print("   Rollout alone (train.collect: rollout + GAE, one top-level jitted call on the first runner, full table):")
@@ -530,26 +365,18 @@ def section_hints(args, log) -> dict:
                 ("c_dist", "+ the BFS oracle (distill default)"),
             ):
                 j = d[k]
-                rows.append(
-                    [
-                        name if k == "c_none" else "",
-                        d["n"] if k == "c_none" else "",
-                        label,
-                        _rate(j.rate),
-                        f"{j.median * 1e3:,.0f}",
-                        f"{j.rate / base.rate:.2f}x",
-                        f"{(j.median - base.median) / (d['none'].median / U):+.0%}",
-                        f"{_spread(j.times):.0%}",
-                    ]
-                )
+                rows.append([
+                    name if k == "c_none" else "", d["n"] if k == "c_none" else "", label, fmt_rate(j.rate), f"{j.median * 1e3:,.0f}",
+                    f"{j.rate / base.rate:.2f}x", f"{(j.median - base.median) / (d['none'].median / U):+.0%}", f"{spread(j.times):.0%}",
+                ])  # fmt: skip
             j = d["lookup"]
-            rows.append(["", "", f"  of which hints.lookup alone ({T} x {d['n']} keys)", _rate(j.rate), f"{j.median * 1e3:,.1f}", "", f"{j.median / (d['none'].median / U):+.0%}", f"{_spread(j.times):.0%}"])
+            rows.append(["", "", f"  of which hints.lookup alone ({T} x {d['n']} keys)", fmt_rate(j.rate), f"{j.median * 1e3:,.1f}", "", f"{j.median / (d['none'].median / U):+.0%}", f"{spread(j.times):.0%}"])
             for k, label in (("misses", "hints.collect_misses (once per update)"), ("aggregate", "feedback.aggregate (once per update)")):
                 j = d[k]
-                rows.append(["", "", label, "", f"{j.median * 1e3:,.1f}", "", f"{j.median / (d['none'].median / U):+.0%}", f"{_spread(j.times):.0%}"])
+                rows.append(["", "", label, "", f"{j.median * 1e3:,.1f}", "", f"{j.median / (d['none'].median / U):+.0%}", f"{spread(j.times):.0%}"])
             j = d["none"]
-            rows.append(["", "", "for scale: one whole none update (timed call / U)", _rate(j.rate), f"{j.median / U * 1e3:,.0f}", "", "100%", f"{_spread(j.times):.0%}"])
-        _print_table(rows, ["env", "num_envs", "rollout", "steps/s", "ms", "vs none", "added, % of none update", "noise"])
+            rows.append(["", "", "for scale: one whole none update (timed call / U)", fmt_rate(j.rate), f"{j.median / U * 1e3:,.0f}", "", "100%", f"{spread(j.times):.0%}"])
+        print_table(rows, ["env", "num_envs", "rollout", "steps/s", "ms", "vs none", "added, % of none update", "noise"])
         print("   added, % of none update: (t - t_collect_none) / (none ms per update) for rollouts, t / (none ms per update) for the extras.")
     sys.stdout.flush()
     return per_env
@@ -568,14 +395,14 @@ def section_seeds(args, log) -> dict:
         run_seeds = jax.vmap(run)
     else:
         # jit(vmap(train.init)) deadlocks on jax 0.10.2 CPU (batched QR of the orthogonal initialisers
-        # running concurrently; see the docstring): seeds are initialised one after the other
-        # (lax.map) inside the same program and the updates are vmapped.
+        # running concurrently): seeds are initialised one after the other (lax.map) inside the
+        # same program and the updates are vmapped.
         upd = _bidijax_updates(train, U)
         run_seeds = lambda keys, tables: jax.vmap(upd)(jax.lax.map(train.init, keys), tables)
-    table = hn.empty(64, _num_actions(env))
+    table = hn.empty(64, num_actions(env))
     tables = jax.tree.map(lambda x: jnp.stack([x] * S), table)
     keys = jax.random.split(jax.random.key(11), S)
-    res = {"vmapped": [], "sequential": []}
+    res = {"vmapped": [], "sequential": [], "separate": []}  # (compile s, run s) per repeat
 
     def vmapped():
         t0 = time.perf_counter()
@@ -606,7 +433,6 @@ def section_seeds(args, log) -> dict:
             comp, wall = comp + t1 - t0, wall + time.perf_counter() - t1
         return comp, wall, outs
 
-    res["separate"] = []
     outs = {}
     for r in range(args.seed_repeats):
         order = [("vmapped", vmapped), ("sequential", sequential), ("separate", separate)]
@@ -631,20 +457,18 @@ def section_seeds(args, log) -> dict:
         "wall time includes trace + compile; medians over "
         f"{args.seed_repeats} repeat(s)"
     )
-    comp_v, run_v = _median([c for c, _ in res["vmapped"]]), _median([w for _, w in res["vmapped"]])
-    comp_s, run_s = _median([c for c, _ in res["sequential"]]), _median([w for _, w in res["sequential"]])
-    comp_x, run_x = _median([c for c, _ in res["separate"]]), _median([w for _, w in res["separate"]])
-    tot_v, tot_s = _median([c + w for c, w in res["vmapped"]]), _median([c + w for c, w in res["sequential"]])
-    tot_x = _median([c + w for c, w in res["separate"]])
+    (comp_v, run_v, tot_v), (comp_s, run_s, tot_s), (comp_x, run_x, tot_x) = (
+        (median([c for c, _ in v]), median([w for _, w in v]), median([c + w for c, w in v])) for v in res.values()
+    )
     frames = S * U * n * args.num_steps
     ok = lambda r: "yes" if r <= AIM_SEEDS else "NO"
     rows = [
-        ["vmapped (one program)", f"{comp_v:.1f}", f"{run_v:.1f}", f"{tot_v:.1f}", _rate(frames / run_v), f"{tot_v / tot_s:.2f}", ok(tot_v / tot_s), f"{tot_v / tot_x:.2f}", ok(tot_v / tot_x)],
-        ["sequential, one process (compiled once)", f"{comp_s:.1f}", f"{run_s:.1f}", f"{tot_s:.1f}", _rate(frames / run_s), "1.00", "", "", ""],
-        [f"sequential, {S} separate runs (each compiles)", f"{comp_x:.1f}", f"{run_x:.1f}", f"{tot_x:.1f}", _rate(frames / run_x), "", "", "1.00", ""],
+        ["vmapped (one program)", f"{comp_v:.1f}", f"{run_v:.1f}", f"{tot_v:.1f}", fmt_rate(frames / run_v), f"{tot_v / tot_s:.2f}", ok(tot_v / tot_s), f"{tot_v / tot_x:.2f}", ok(tot_v / tot_x)],
+        ["sequential, one process (compiled once)", f"{comp_s:.1f}", f"{run_s:.1f}", f"{tot_s:.1f}", fmt_rate(frames / run_s), "1.00", "", "", ""],
+        [f"sequential, {S} separate runs (each compiles)", f"{comp_x:.1f}", f"{run_x:.1f}", f"{tot_x:.1f}", fmt_rate(frames / run_x), "", "", "1.00", ""],
         ["vmapped, run only (no compile)", "", "", "", "", f"{run_v / run_s:.2f}", "", "", ""],
     ]
-    _print_table(rows, ["", "compile s", "run s", "wall s", "frames/s (run)", "vs one process", f"<={AIM_SEEDS}?", "vs separate runs", f"<={AIM_SEEDS}?"])
+    print_table(rows, ["", "compile s", "run s", "wall s", "frames/s (run)", "vs one process", f"<={AIM_SEEDS}?", "vs separate runs", f"<={AIM_SEEDS}?"])
     print(f"   max |value_loss(vmapped) - value_loss(sequential)| over seeds and updates: {diff:.2e}")
     sys.stdout.flush()
     return res
@@ -689,28 +513,19 @@ def main(argv=None) -> int:
         args.seeds, args.seed_updates, args.num_steps = 2, 1, 64
     args.sizes = sorted(set(args.sizes))
 
-    start = time.perf_counter()
-    lock = threading.Lock()
-
-    def log(msg: str) -> None:
-        with lock:
-            print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    print("PPO throughput: bidijax PPO student vs navix PPO agent; distill vs none; vmapped vs sequential seeds")
-    print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cpu cores), navix {_version('navix')}, "
-        f"flax {_version('flax')}, optax {_version('optax')}"
+    log = Log()
+    print_header(
+        "PPO throughput: bidijax PPO student vs navix PPO agent; distill vs none; vmapped vs sequential seeds",
+        ("navix", "flax", "optax"),
+        argv,
     )
-    print(f"bidijax sources: sha1 {source_fingerprint()}")
-    print(f"command: {' '.join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else list(argv)))}")
-    sys.stdout.flush()
     if "navix" in args.sections:
         section_navix(args, log)
     if "hints" in args.sections:
         section_hints(args, log)
     if "seeds" in args.sections:
         section_seeds(args, log)
-    log(f"done in {time.perf_counter() - start:.0f}s")
+    log(f"done in {time.perf_counter() - log.start:.0f}s")
     return 0
 
 
