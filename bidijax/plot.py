@@ -1,9 +1,13 @@
 """Learning curves of run directories (``bidijax plot``): PNG files drawn with matplotlib.
 
-For each run: success rate and mean return against frames per seed, the mean over seeds and a
-95% bootstrap confidence interval over seeds (resampling seeds with replacement), one line per
-run labelled by its arm and teacher; and the teacher's agreement with the oracle on the
-situations the student visited.
+Each cell (a run, see ``bidijax.report.load_runs``) is one line: the interquartile mean (IQM)
+over seeds at each iteration with a shaded 95% stratified bootstrap confidence interval, both
+computed by rliable (``report.curve_with_ci``), against frames per seed. ``learning_curves.png``
+shows the student's evaluation (``eval_success``, ``eval_return``; only the iterations that were
+evaluated are drawn) or, for runs without evaluations, the behaviour policy's episodes
+(``behaviour_success``/``behaviour_return``, ``success_rate``/``mean_return`` in older runs); the
+titles name the metric drawn. ``teacher_agreement.png`` shows how often the teacher's preferred
+action is an oracle action on the situations the student visited.
 """
 
 from __future__ import annotations
@@ -12,46 +16,44 @@ import os
 
 import numpy as np
 
-from . import rundir
+from . import report
 
-BOOTSTRAP = 2000
+CURVE_REPS = 500  # bootstrap replications per curve (a few hundred iterations: well under a second)
+CI_NOTE = "IQM over seeds, 95% stratified bootstrap CI (rliable)"
 
-
-def bootstrap_ci(values: np.ndarray, level: float = 0.95, samples: int = BOOTSTRAP, seed: int = 0):
-    """Mean over axis 0 (seeds) and its percentile bootstrap interval: ``(mean, low, high)``."""
-    values = np.asarray(values, np.float64)
-    mean = np.nanmean(values, axis=0)
-    if values.shape[0] < 2:
-        return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.shape[0], size=(samples, values.shape[0]))
-    boot = np.nanmean(values[idx], axis=1)
-    alpha = (1.0 - level) / 2
-    return mean, np.nanquantile(boot, alpha, axis=0), np.nanquantile(boot, 1 - alpha, axis=0)
+#: per panel, the metrics to draw in order of preference (first one every cell has)
+SUCCESS = ("eval_success", "behaviour_success", "success_rate")
+RETURN = ("eval_return", "behaviour_return", "mean_return")
+SOURCE = {"eval": "student evaluation", "behaviour": "behaviour policy's training episodes"}
 
 
-def run_curves(run_dir: str) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """``(label, frames [T], {column: values [S, T]})`` of a run's complete iterations."""
-    config = rundir.read_config(run_dir)
-    rows = rundir.read_metrics(run_dir)
-    if not rows:
-        raise ValueError(f"run directory {run_dir!r} has no metrics yet")
-    seeds = sorted({int(r["seed"]) for r in rows})
-    by_it: dict[int, dict[int, dict]] = {}
-    for r in rows:
-        by_it.setdefault(int(r["iteration"]), {})[int(r["seed"])] = r
-    its = sorted(i for i, d in by_it.items() if len(d) == len(seeds))
-    frames = np.asarray([float(by_it[i][seeds[0]]["frames"]) for i in its])
-    cols = ("success_rate", "mean_return", "teacher_oracle_agreement", "hint_coverage")
-    data = {c: np.asarray([[float(by_it[i][s][c] or "nan") for i in its] for s in seeds]) for c in cols}
-    teacher = config.get("teacher", {}).get("name", "?") if config.get("arm") != "ppo" else "no teacher"
-    label = f"{config.get('arm', '?')} / {os.path.basename(str(teacher).rstrip('/'))} ({len(seeds)} seeds)"
-    return label, frames, data
+def _title(metric: str) -> str:
+    source = SOURCE["eval"] if metric.startswith("eval_") else SOURCE["behaviour"]
+    return f"{metric} ({source})"
+
+
+def _choose(cells: list[report.Cell], candidates: tuple[str, ...]) -> list[str | None]:
+    """The metric drawn for each cell: the first candidate all cells have, else each cell's own."""
+    for m in candidates:
+        if all(c.has(m) for c in cells):
+            return [m] * len(cells)
+    return [next((m for m in candidates if c.has(m)), None) for c in cells]
+
+
+def _draw(ax, cell: report.Cell, metric: str, label: str) -> None:
+    center, lo, hi = report.curve_with_ci(cell.values(metric), reps=CURVE_REPS)
+    ok = ~np.isnan(center)
+    x = cell.frames[ok]
+    (line,) = ax.plot(x, center[ok], label=label, marker="." if ok.sum() < 40 else None)
+    ax.fill_between(x, lo[ok], hi[ok], color=line.get_color(), alpha=0.2)
 
 
 def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
-    """Write ``learning_curves.png`` and ``teacher_agreement.png``; returns their paths."""
-    curves = [run_curves(d) for d in run_dirs]
+    """Write ``learning_curves.png`` and ``teacher_agreement.png``; returns their paths.
+
+    ``run_dirs``: anything ``report.load_runs`` accepts (run, parent or sweep directories).
+    """
+    cells = report.load_runs(run_dirs)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,31 +63,33 @@ def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = []
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, title in zip(axes, ("success_rate", "mean_return"), ("success rate", "mean return")):
-        for label, frames, data in curves:
-            mean, lo, hi = bootstrap_ci(data[col])
-            (line,) = ax.plot(frames, mean, label=label)
-            ax.fill_between(frames, lo, hi, color=line.get_color(), alpha=0.2)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, candidates in zip(axes, (SUCCESS, RETURN)):
+        chosen = _choose(cells, candidates)
+        shared = len(set(chosen)) == 1
+        for cell, metric in zip(cells, chosen):
+            if metric is None:
+                continue
+            label = f"{cell.name} ({len(cell.seeds)} seeds)" + ("" if shared else f": {metric}")
+            _draw(ax, cell, metric, label)
+        drawn = sorted({m for m in chosen if m}, key=chosen.index)
+        ax.set_title(f"{'; '.join(map(_title, drawn)) or candidates[0]}\n{CI_NOTE}", fontsize=10)
         ax.set_xlabel("frames per seed")
-        ax.set_title(f"{title} (mean, 95% bootstrap CI over seeds)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].lines:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "learning_curves.png"))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, frames, data in curves:
-        if np.all(np.isnan(data["teacher_oracle_agreement"])):
-            continue
-        mean, lo, hi = bootstrap_ci(data["teacher_oracle_agreement"])
-        (line,) = ax.plot(frames, mean, label=label)
-        ax.fill_between(frames, lo, hi, color=line.get_color(), alpha=0.2)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for cell in cells:
+        if cell.has("teacher_oracle_agreement"):
+            _draw(ax, cell, "teacher_oracle_agreement", f"{cell.name} ({len(cell.seeds)} seeds)")
     ax.set_xlabel("frames per seed")
     ax.set_ylabel("teacher argmax = an oracle action")
-    ax.set_title("teacher agreement with the oracle (visited situations)")
+    ax.set_title(f"teacher agreement with the oracle (visited situations)\n{CI_NOTE}", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
