@@ -73,7 +73,7 @@ def frames_to_target(config: PPOConfig, table, seeds: int, max_frames: int, wind
         rates = []
         for s in range(seeds):
             eps = float(m["episodes"][s])
-            recent[s].append((eps, eps * float(m["success_rate"][s])))
+            recent[s].append((eps, eps * float(m["behaviour_success"][s])))
             while sum(e for e, _ in recent[s]) - recent[s][0][0] >= window:
                 recent[s].popleft()
             n = sum(e for e, _ in recent[s])
@@ -106,7 +106,7 @@ def main() -> None:
     runs = {
         "none": (base, hints.empty(table.capacity, C.NUM_ACTIONS)),
         "distill (oracle table)": (
-            base.replace(hint_mode="distill", beta_start=1.0, beta_end=0.0, anneal_iterations=200),
+            base.replace(hint_mode="distill", beta_start=1.0, beta_end=0.0, beta_anneal_frac=1.0, num_updates=200),
             table,
         ),
     }

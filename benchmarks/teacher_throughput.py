@@ -17,11 +17,9 @@ objects per prompt). For each batch size ``b`` (``--batch-sizes``, default 1 / 3
   (``examples_per_s``: each example is one situation: forward with gradient over the 7 actions,
   a reference forward, backward, AdamW step), ``max(1, --min-examples // b)`` steps.
 
-torch runs on ``--threads`` threads (default 1, like the loop's teachers: on a shared 2-core CPU
-one thread is faster than two for these models). One small warm-up call per cell (2 prompts; a 1-example update), then the best of
-``--repeats`` timed runs. Throughput only: no
-learning is measured here (see ``experiments/teacher_from_feedback.py``). About 3-4 minutes on 2
-shared CPU cores with the defaults.
+torch runs on ``--threads`` threads (default 1, as the loop's teachers). One small warm-up call
+per cell (2 prompts; a 1-example update), then the best of ``--repeats`` timed runs. Throughput
+only: no learning is measured here (see ``experiments/teacher_from_feedback.py``).
 
     python benchmarks/teacher_throughput.py [--models default,t5-small-shape] [--batch-sizes 1,32,256]
 """
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import flan_t5_small_shaped, source_fingerprint  # noqa: E402
+from common import flan_t5_small_shaped, print_header, print_table  # noqa: E402
 
 from bidijax import envs  # noqa: E402
 from bidijax.envs import constants as C  # noqa: E402
@@ -67,10 +65,13 @@ def situations(task: str, n: int, seed: int = 0):
 
 
 def random_feedback(n: int, seed: int = 0) -> Feedback:
-    """One step per situation with a random action and a random advantage (speed only)."""
+    """Two steps per situation, on two different random actions, with random advantages (speed
+    only; two actions so that the per-situation baseline leaves a signal)."""
     rng = np.random.default_rng(seed)
     count = np.zeros((n, C.NUM_ACTIONS), np.float32)
-    count[np.arange(n), rng.integers(0, 3, n)] = 1.0
+    first = rng.integers(0, 3, n)
+    count[np.arange(n), first] = 1.0
+    count[np.arange(n), (first + rng.integers(1, 3, n)) % 3] = 1.0
     adv = count * rng.normal(size=count.shape).astype(np.float32)
     zero = np.zeros_like(count)
     return Feedback(td_sum=zero, td_sumsq=zero, adv_sum=adv, adv_sumsq=adv**2, count=count, visits=count.sum(1))
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
     start = time.time()
     data = situations(args.task, max(sizes + [args.min_prompts]))
     texts = envs.prompt(data[1], data[2])
-    print(f"bidijax {source_fingerprint()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print_header("Teacher throughput: situations scored/s and fine-tuning examples/s (HFTeacher)", ("torch", "transformers"), argv)
+    print(f"torch {torch.get_num_threads()} thread(s)")
     print(f"{len(texts)} distinct {args.task} prompts, ~{np.mean([len(t.split()) for t in texts]):.0f} words each")
 
     rows = []
@@ -137,9 +139,7 @@ def main(argv=None) -> int:
                 print(f"  {name} b={b}: {score:.1f} scored/s, {train:.1f} train ex/s ({time.time() - start:.0f}s)", flush=True)
 
     print()
-    print(f"{'model':16s} {'batch':>5s} {'scored/s':>9s} {'train ex/s':>10s}")
-    for name, b, score, train in rows:
-        print(f"{name:16s} {b:5d} {score:9.1f} {train:10.1f}")
+    print_table([[name, b, f"{score:.1f}", f"{train:.1f}"] for name, b, score, train in rows], ["model", "batch", "scored/s", "train ex/s"])
     print(f"total time {time.time() - start:.0f}s")
     return 0
 

@@ -1,4 +1,4 @@
-"""``bidijax`` command line: ``train`` (the main job), ``plot``, ``render`` and ``demo``.
+"""``bidijax`` command line: ``train`` (the main job), ``report``, ``plot``, ``render`` and ``demo``.
 
 ``bidijax train`` exposes every field of ``bidijax.config.TrainConfig`` as a flag
 (``--iterations``, ``--ppo.num-envs``, ``--teacher.lr``, ...; ``--env`` and ``--teacher`` are
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 import time
 
@@ -47,8 +46,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for prefix, obj, group in groups:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value) or (prefix == "ppo." and f.name == "hint_mode"):
-                continue  # nested groups; the arm sets the student's hint mode (--hint-mode)
+            if dataclasses.is_dataclass(value) or (prefix == "ppo." and f.name in ("hint_mode", "num_updates")):
+                continue  # nested groups; set by the run (--hint-mode, --iterations)
             flags = [f"--{prefix}{f.name.replace('_', '-')}"]
             if f.name == "env_id":
                 flags.append("--env")
@@ -110,10 +109,13 @@ class Progress:
         if self.quiet:
             return
         it, c = state.iteration, self.config
-        mean = lambda k: _nanmean([r[k] for r in rows])
+        mean = lambda k: _nanmean([r.get(k) for r in rows])
+        if not math.isnan(mean("eval_success")):
+            self.last_eval = f"eval success {mean('eval_success'):.3f} (greedy {mean('eval_greedy_success'):.3f})"
         line = (
-            f"it {it}/{c.iterations} | frames/seed {int(rows[0]['frames']):,} | success {mean('success_rate'):.3f} | "
-            f"teacher-oracle agreement {_fmt(mean('teacher_oracle_agreement'))} | coverage {_fmt(mean('hint_coverage'))} | "
+            f"it {it}/{c.iterations} | frames/seed {int(rows[0]['frames']):,} | {getattr(self, 'last_eval', 'eval -')} | "
+            f"behaviour success {mean('behaviour_success'):.3f} | teacher-oracle agreement "
+            f"{_fmt(mean('teacher_oracle_agreement'))} | coverage {_fmt(mean('hint_coverage'))} | "
             f"{mean('frames_per_s'):,.0f} frames/s | {time.perf_counter() - self.start:.0f} s"
         )
         if self.tty:
@@ -133,24 +135,32 @@ def _fmt(x: float) -> str:
 
 
 def summary(rows: list[dict], config: cfg.TrainConfig, wall: float) -> str:
-    """A short table per seed: success and return over the last iterations, agreement start -> end."""
+    """A short table per seed: the student's last evaluation (sampled and greedy success,
+    return), hint coverage over the last iterations, teacher-oracle agreement start -> end."""
     last_k = max(1, min(5, config.iterations // 5))
     lines = [
         f"{config.arm} arm, teacher {config.teacher.name if config.uses_teacher else '-'}, {config.env_id}, "
         f"{config.num_seeds} seed(s), {config.iterations} iterations, wall time {wall:.0f} s",
-        f"{'seed':>5} {'frames':>9} {'success':>8} {'return':>7} {'coverage':>9} {'agreement start -> end':>24}",
+        f"{'seed':>5} {'frames':>9} {'eval success':>13} {'greedy':>7} {'eval return':>12} {'coverage':>9} "
+        f"{'agreement start -> end':>24}",
     ]
     for seed in config.seeds:
         mine = sorted((r for r in rows if int(r["seed"]) == seed), key=lambda r: int(r["iteration"]))
         if not mine:
             continue
         tail = mine[-last_k:]
+        evals = [r for r in mine if not math.isnan(_nanmean([r.get("eval_success")]))]
+        last = evals[-1] if evals else {}
         agree = f"{_fmt(_nanmean([mine[0]['teacher_oracle_agreement']]))} -> {_fmt(_nanmean([mine[-1]['teacher_oracle_agreement']]))}"
         lines.append(
-            f"{seed:>5} {int(float(mine[-1]['frames'])):>9,} {_nanmean([r['success_rate'] for r in tail]):>8.3f} "
-            f"{_nanmean([r['mean_return'] for r in tail]):>7.3f} {_fmt(_nanmean([r['hint_coverage'] for r in tail])):>9} {agree:>24}"
+            f"{seed:>5} {int(float(mine[-1]['frames'])):>9,} {_fmt(_nanmean([last.get('eval_success')])):>13} "
+            f"{_fmt(_nanmean([last.get('eval_greedy_success')])):>7} {_fmt(_nanmean([last.get('eval_return')])):>12} "
+            f"{_fmt(_nanmean([r['hint_coverage'] for r in tail])):>9} {agree:>24}"
         )
-    lines.append(f"(success, return and coverage: mean of the last {last_k} iteration(s))")
+    lines.append(
+        f"(eval: the student alone, {config.eval_episodes} episodes per seed at the last evaluation; "
+        f"coverage: mean of the last {last_k} iteration(s))"
+    )
     return "\n".join(lines)
 
 
@@ -193,6 +203,21 @@ def _plot(args: argparse.Namespace) -> int:
         paths = plot_runs(args.run_dirs, args.out)
     except ValueError as err:
         return _fail("plot", err)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import load_runs, summarize, to_markdown, write_summary
+
+    try:
+        cells = load_runs(args.dirs)
+        rows = summarize(cells, metric=args.metric, at=args.at, baseline=args.baseline, threshold=args.threshold)
+        paths = write_summary(rows, args.out or args.dirs[0])
+    except ValueError as err:
+        return _fail("report", err)
+    print(to_markdown(rows), end="")
     for p in paths:
         print(p)
     return 0
@@ -249,6 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", default=None, help="output directory (default: the first run directory)")
 
+    rp = sub.add_parser("report", help="compare runs at a budget: IQM, mean, probability of improvement (rliable)")
+    rp.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, directories of runs, or sweep directories")
+    rp.add_argument("--metric", default="eval_success", help="metric column (default: %(default)s)")
+    rp.add_argument(
+        "--at", type=int, default=None, metavar="ITERATION",
+        help="budget iteration (default: each cell's last iteration where every seed has a value)",
+    )
+    rp.add_argument("--baseline", default=None, metavar="CELL", help="cell to compute the probability of improvement over")
+    rp.add_argument("--threshold", type=float, default=0.9, help="level for frames-to-threshold (default: %(default)s)")
+    rp.add_argument("--out", default=None, help="directory for summary.csv and summary.md (default: the first DIR)")
+
     rd = sub.add_parser("render", help="GIF of a trained student's episodes with the teacher's hints")
     rd.add_argument("run_dir", metavar="RUN_DIR")
     rd.add_argument("--out", default=None, help="GIF path (default: RUN_DIR/episodes.gif)")
@@ -268,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "plot":
         return _plot(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "render":
         if args.episodes < 1:
             return _fail("render", ValueError(f"--episodes must be >= 1, got {args.episodes}"))

@@ -20,6 +20,7 @@ from .student.config import PPOConfig
 #: ``teacher_only``: act from the teacher's table, the teacher is fine-tuned on the critic's feedback.
 ARMS = ("ppo", "one_way", "bidirectional", "teacher_only")
 SCRIPTED_TEACHERS = ("oracle", "noisy_oracle", "uniform")
+ACTION_SETS = {"minigrid": 7, "lamorel": 6}
 
 #: Student batch shapes. ``lamorel``: the PPO fine-tuning example of Lamorel used by the reference
 #: study (2 environments x 128 steps = 256 frames per update, 4 epochs of minibatches of 8,
@@ -55,6 +56,16 @@ class TeacherConfig:
     lora_rank: int = 0
     rescore_budget: int = 256  # most-visited situations re-scored after each teacher update
     torch_threads: int = 1  # torch CPU threads (0: torch's default); 1 is fastest for small teachers
+    #: Lamorel's scoring: the action string's end-of-sequence token is scored too
+    score_eos: bool = False
+    #: how feedback becomes targets (``teacher.finetune.targets``): ``none`` (one mean over all
+    #: entries) or ``situation`` (each situation's own mean), and an absolute noise floor
+    baseline: str = "situation"
+    noise_floor: float = 0.05
+    #: the teacher learns from an update's feedback only after ``start_iteration`` updates and
+    #: when the critic's explained variance in that update is at least ``min_explained_variance``
+    start_iteration: int = 0
+    min_explained_variance: float = -1e9
 
     @property
     def scripted(self) -> bool:
@@ -77,6 +88,11 @@ class TrainConfig:
     #: teachers work on update t-1's feedback while the student runs update t (hints one
     #: iteration staler; the teacher's time hides behind the student's)
     overlap: bool = False
+    #: student-alone evaluation (sampled and greedy) every ``eval_every`` iterations and at the end
+    eval_every: int = 5
+    eval_episodes: int = 32
+    #: ``minigrid``: MiniGrid's 7 actions; ``lamorel``: BabyAI-Text's 6 (no ``done``; BabyAI levels)
+    action_set: str = "minigrid"
     tensorboard: bool = False
     wandb: bool = False
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
@@ -89,6 +105,15 @@ class TrainConfig:
     @property
     def teacher_learns(self) -> bool:
         return self.arm in ("bidirectional", "teacher_only") and not self.teacher.scripted
+
+    @property
+    def num_actions(self) -> int | None:
+        """Actions of the student and the teacher (``None``: the environment's own)."""
+        return ACTION_SETS[self.action_set] if self.action_set != "minigrid" else None
+
+    @property
+    def env_overrides(self) -> dict:
+        return {} if self.num_actions is None else {"num_actions": self.num_actions}
 
     @property
     def seeds(self) -> list[int]:
@@ -118,13 +143,17 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_choice("preset", config.preset, tuple(PRESETS))
     if config.arm in ("one_way", "bidirectional") and config.hint_mode:
         _check_choice("hint_mode for this arm", config.hint_mode, ("distill", "prior"))
-    for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every"):
+    _check_choice("action_set", config.action_set, tuple(ACTION_SETS))
+    if config.action_set != "minigrid" and not config.env_id.startswith("BabyAI-"):
+        raise ValueError(f"action_set={config.action_set!r} applies to BabyAI levels only, not {config.env_id!r}")
+    for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every", "eval_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
     if config.seed < 0:
         raise ValueError(f"seed={config.seed} must be >= 0")
     t = config.teacher
     _check_choice("teacher signal", t.signal, ("advantage", "td"))
+    _check_choice("teacher baseline", t.baseline, ("none", "situation"))
     if not 0.0 <= t.eps <= 1.0:
         raise ValueError(f"teacher eps={t.eps} must lie in [0, 1]")
     for name in ("score_batch_size", "batch_size", "micro_batch_size", "steps"):
@@ -133,11 +162,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
     for name in ("temperature", "lr"):
         if not getattr(t, name) > 0:
             raise ValueError(f"teacher {name}={getattr(t, name)} must be > 0")
-    for name in ("kl_coef", "min_count", "lora_rank", "rescore_budget", "torch_threads"):
+    for name in ("kl_coef", "min_count", "lora_rank", "rescore_budget", "torch_threads", "noise_floor", "start_iteration"):
         if getattr(t, name) < 0:
             raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 0")
     mode = arm_hint_mode(config.arm, config.hint_mode)
-    ppo = config.ppo.replace(hint_mode=mode)  # PPOConfig checks batch shapes in __post_init__
+    # schedules (beta, learning rate) span the run; PPOConfig checks batch shapes in __post_init__
+    ppo = config.ppo.replace(hint_mode=mode, num_updates=config.iterations)
     return config.replace(hint_mode=mode, ppo=ppo)
 
 

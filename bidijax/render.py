@@ -93,7 +93,10 @@ def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_ind
         raise ValueError(f"seed index {seed_index} is out of range; the run has {config.num_seeds} seed(s)")
     loop = Loop(config, teachers=[])
     like = jax.eval_shape(loop._init, jax.numpy.zeros((config.num_seeds, 2), jax.numpy.uint32))
-    _, runners, tables = rundir.load_checkpoint(ckpt, like, [])
+    _, runners = rundir.load_checkpoint(ckpt, like)
+    from .teaching import load_tables
+
+    tables = load_tables(os.path.join(ckpt, "tables.npz"))
     from .hints import empty
 
     runner = jax.tree.map(lambda x: x[seed_index], runners)

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -156,12 +155,11 @@ def clean_partial(run_dir: str) -> None:
                 shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
 
-def save_checkpoint(
-    run_dir: str, iteration: int, runners, tables: list, teachers: list, meta: dict, pending=None
-) -> str:
+def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=None) -> str:
     """Write one checkpoint atomically (see the module docstring); returns its path.
 
-    ``pending``: the loop's untaught ``(feedback, keys)`` (``overlap`` runs), saved as ``pending.npz``.
+    ``runners``: the student (orbax); ``write(directory)``: writes the host side (hint tables,
+    teachers, pending feedback: ``bidijax.teaching.save``) into the checkpoint directory.
     """
     import orbax.checkpoint as ocp
 
@@ -175,13 +173,8 @@ def save_checkpoint(
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(os.path.abspath(tmp), "student"), runners)
         ckptr.wait_until_finished()
-    save_tables(os.path.join(tmp, "tables.npz"), tables)
-    if pending is not None:
-        save_pending(os.path.join(tmp, "pending.npz"), pending)
-    for i, teacher in enumerate(teachers):
-        d = os.path.join(tmp, f"teacher-{i}")
-        os.makedirs(d)
-        teacher.save(d)
+    if write is not None:
+        write(tmp)
     _write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n")
     if os.path.exists(final):
         shutil.rmtree(final)
@@ -193,8 +186,8 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: str, runners_like, teachers: list):
-    """Restore ``(meta, runners, tables)`` from ``path``; loads the teachers' states in place."""
+def load_checkpoint(path: str, runners_like):
+    """Restore ``(meta, runners)`` from ``path`` (the host side: ``bidijax.teaching.load``)."""
     import jax
     import orbax.checkpoint as ocp
 
@@ -203,58 +196,4 @@ def load_checkpoint(path: str, runners_like, teachers: list):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, runners_like)
     with ocp.StandardCheckpointer() as ckptr:
         runners = ckptr.restore(os.path.join(os.path.abspath(path), "student"), abstract)
-    tables = load_tables(os.path.join(path, "tables.npz"))
-    for i, teacher in enumerate(teachers):
-        teacher.load(os.path.join(path, f"teacher-{i}"))
-    return meta, runners, tables
-
-
-def save_pending(path: str, pending) -> None:
-    """The loop's pending ``(feedback, keys per seed)`` into one ``.npz`` (feedback leaves in order)."""
-    import jax
-
-    feedback, keys = pending
-    arrays = {f"leaf_{j}": np.asarray(x) for j, x in enumerate(jax.tree.leaves(feedback))}
-    arrays.update({f"keys_{i}": np.asarray(k) for i, k in enumerate(keys)})
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def load_pending(path: str, feedback_like):
-    """``(feedback, keys)`` saved by ``save_pending``; ``None`` if the checkpoint has none.
-
-    ``feedback_like``: any feedback pytree of the same structure (e.g. from ``jax.eval_shape``).
-    """
-    import jax
-
-    if not os.path.exists(path):
-        return None
-    treedef = jax.tree.structure(feedback_like)
-    with np.load(path) as z:
-        leaves = [z[f"leaf_{j}"] for j in range(treedef.num_leaves)]
-        keys = [z[f"keys_{i}"] for i in range(len([k for k in z.files if k.startswith("keys_")]))]
-    return jax.tree.unflatten(treedef, leaves), keys
-
-
-def save_tables(path: str, tables: list) -> None:
-    """Hint tables (one per seed) into one ``.npz``."""
-    arrays = {}
-    for i, t in enumerate(tables):
-        arrays[f"keys_{i}"] = np.asarray(t.keys)
-        arrays[f"probs_{i}"] = np.asarray(t.probs)
-        arrays[f"valid_{i}"] = np.asarray(t.valid)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def load_tables(path: str) -> list:
-    import jax.numpy as jnp
-
-    from .hints import HintTable
-
-    with np.load(path) as z:
-        n = len([k for k in z.files if k.startswith("keys_")])
-        return [
-            HintTable(keys=jnp.asarray(z[f"keys_{i}"]), probs=jnp.asarray(z[f"probs_{i}"]), valid=jnp.asarray(z[f"valid_{i}"]))
-            for i in range(n)
-        ]
+    return meta, runners

@@ -39,7 +39,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pretrain_teacher import collect, split_envs  # noqa: E402  (random states, as for pretraining)
 
 from bidijax.envs import constants as C  # noqa: E402
-from bidijax.envs.perception import Percept  # noqa: E402
 from bidijax.feedback import Feedback  # noqa: E402
 from bidijax.hints import key64  # noqa: E402
 from bidijax.teacher.finetune import FinetuneConfig  # noqa: E402

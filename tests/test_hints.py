@@ -1,7 +1,6 @@
 """Hint tables: lookup against a dict, merge invariants, capacity policy, miss buffer."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -1,6 +1,5 @@
 """The bi-directional loop and ``bidijax train``: arms end to end, resume, seeds, CLI, plot, render."""
 
-import csv
 import math
 import os
 import signal
@@ -12,8 +11,9 @@ import numpy as np
 import pytest
 
 from bidijax import config as cfg
-from bidijax import rundir
+from bidijax import rundir, teaching
 from bidijax.cli import main
+from bidijax.envs import constants as C
 from bidijax.loop import TIMING_COLUMNS, train
 
 TINY_PPO = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=1, hidden=16, miss_buffer_size=128)
@@ -69,6 +69,9 @@ def test_arm_end_to_end(runs, arm):
     assert saved.arm == arm and saved.ppo.hint_mode == cfg.arm_hint_mode(arm)
     last = [r for r in rows if r["iteration"] == 2]
     assert all(r["frames"] == 2 * 8 * 16 for r in last)
+    # the student alone is evaluated at the last iteration (eval_every=5 > 2 iterations) only
+    assert all(math.isnan(r["eval_success"]) for r in rows if r["iteration"] == 1)
+    assert all(0 <= r[k] <= 1 for r in last for k in ("eval_success", "eval_greedy_success", "eval_return"))
     if arm == "ppo":
         assert state.teachers == [] and all(math.isnan(r["hint_coverage"]) for r in rows)
         return
@@ -80,6 +83,16 @@ def test_arm_end_to_end(runs, arm):
     learns = arm in ("bidirectional", "teacher_only")
     assert [t.version for t in state.teachers] == ([2, 2] if learns else [0, 0])
     assert all(math.isfinite(r["teacher_loss"]) == learns for r in rows)
+
+
+def test_lamorel_action_set_runs_student_and_lm_teacher_on_six_actions(tmp_path):
+    c = tiny("one_way", "default", action_set="lamorel").replace(iterations=1, num_seeds=1)
+    state, rows = train(c, str(tmp_path / "run"))
+    assert state.tables[0].probs.shape[1] == 6 and state.teachers[0].action_strings == C.ACTION_STRINGS[:6]
+    assert state.runners.params["params"]["Dense_2"]["kernel"].shape[-1] == 6
+    assert rows[0]["hint_coverage"] > 0.5
+    with pytest.raises(ValueError, match="BabyAI levels only"):
+        cfg.resolve(c.replace(env_id="Navix-Empty-5x5-v0"))
 
 
 def test_table_grows_past_its_capacity(runs):
@@ -103,17 +116,17 @@ def test_resume_after_crash_mid_checkpoint(tmp_path, monkeypatch):
     c = tiny("one_way", "noisy_oracle").replace(iterations=3)
     _, full = train(c, str(tmp_path / "full"))
     d = str(tmp_path / "crashed")
-    real = rundir.save_tables
+    real = teaching.save_tables
 
     def crash_at_second(path, tables):
         if "it-000002" in path:
             raise KeyboardInterrupt  # killed while writing the second checkpoint
         real(path, tables)
 
-    monkeypatch.setattr(rundir, "save_tables", crash_at_second)
+    monkeypatch.setattr(teaching, "save_tables", crash_at_second)
     with pytest.raises(KeyboardInterrupt):
         train(c, d)
-    monkeypatch.setattr(rundir, "save_tables", real)
+    monkeypatch.setattr(teaching, "save_tables", real)
     assert rundir.latest_checkpoint(d).endswith("it-000001")
     assert any(n.startswith(".tmp-") for n in os.listdir(os.path.join(d, "checkpoints")))
     _, resumed = train(c, d, resume=True)
@@ -127,7 +140,7 @@ def test_overlap_teaches_one_update_late_and_resumes(runs, tmp_path, monkeypatch
     c = tiny("bidirectional", "default").replace(overlap=True, iterations=3)
     _, full = train(c, str(tmp_path / "full"))
     _, _, sync = runs["bidirectional"]
-    student = ("frames", "success_rate", "policy_loss", "value_loss", "hint_coverage", "misses")
+    student = ("frames", "behaviour_success", "policy_loss", "value_loss", "hint_coverage", "misses")
     for a, b in zip(full[:2], sync[:2]):  # update 1 reads the same (warm-up) table in both modes
         assert all(np.isclose(a[k], b[k], rtol=1e-5, equal_nan=True) for k in student), (a, b)
     # no feedback to learn from yet at update 1; afterwards each step teaches the previous update
@@ -136,17 +149,17 @@ def test_overlap_teaches_one_update_late_and_resumes(runs, tmp_path, monkeypatch
     # update 2 reads the table before the teachers' first fine-tuning (sync: after it)
     assert all(not np.isclose(a["kl_teacher_student"], b["kl_teacher_student"]) for a, b in zip(full[2:4], sync[2:4]))
     d = str(tmp_path / "crashed")
-    real = rundir.save_pending
+    real = teaching.save_pending
 
     def crash_at_third(path, pending):
         if "it-000003" in path:
             raise KeyboardInterrupt
         real(path, pending)
 
-    monkeypatch.setattr(rundir, "save_pending", crash_at_third)
+    monkeypatch.setattr(teaching, "save_pending", crash_at_third)
     with pytest.raises(KeyboardInterrupt):
         train(c, d)
-    monkeypatch.setattr(rundir, "save_pending", real)
+    monkeypatch.setattr(teaching, "save_pending", real)
     assert os.path.exists(os.path.join(rundir.latest_checkpoint(d), "pending.npz"))
     _, resumed = train(c, d, resume=True)
     same_rows(resumed, [{k: str(v) for k, v in r.items()} for r in full])
@@ -256,9 +269,9 @@ def test_render_writes_gif(runs, tmp_path):
         assert im.format == "GIF" and im.n_frames > 1
 
 
-def test_bootstrap_ci_brackets_the_mean():
-    from bidijax.plot import bootstrap_ci
-
-    x = np.random.default_rng(0).normal(size=(8, 5))
-    mean, lo, hi = bootstrap_ci(x)
-    assert np.allclose(mean, x.mean(0)) and np.all(lo <= mean) and np.all(mean <= hi) and np.all(hi - lo > 0)
+def test_report_command_on_runs(runs, tmp_path, capsys):
+    dirs = [runs[a][0] for a in ("ppo", "one_way")]
+    assert main(["report", *dirs, "--metric", "eval_success", "--baseline", "ppo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ppo" in out and (tmp_path / "summary.csv").exists() and (tmp_path / "summary.md").exists()
+    one_line_error(capsys, ["report", *dirs, "--baseline", "nobody"], "nobody")

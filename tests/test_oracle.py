@@ -1,7 +1,6 @@
 """The BFS oracle: always taking an oracle action succeeds, in exactly the BFS distance."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -231,15 +231,15 @@ def test_ppo_learns_empty_5x5():
         runners, metrics, _ = update(runners, tables)
         history.append(jax.device_get(metrics))
     late = history[-10:]
-    success = sum(m["success_rate"] * m["episodes"] for m in late) / sum(m["episodes"] for m in late)
-    length = np.mean([m["mean_length"] for m in late], axis=0)
+    success = sum(m["behaviour_success"] * m["episodes"] for m in late) / sum(m["episodes"] for m in late)
+    length = np.mean([m["behaviour_length"] for m in late], axis=0)
     assert np.all(success > 0.9) and np.mean(length) < 12  # a random policy needs ~70 steps here
     assert np.all(history[-1]["frames"] == 100 * cfg.frames_per_update)
 
 
 def test_gymnax_cartpole_smoke():
     cfg = PPOConfig(num_envs=8, num_steps=64, num_minibatches=2, update_epochs=4, lr=2.5e-3)
-    returns = [float(m["mean_return"]) for m in metric_history("gymnax:CartPole-v1", cfg, 40, hints.empty(1, 2))]
+    returns = [float(m["behaviour_return"]) for m in metric_history("gymnax:CartPole-v1", cfg, 40, hints.empty(1, 2))]
     assert np.mean(returns[-10:]) > 2 * np.mean(returns[:3])
 
 

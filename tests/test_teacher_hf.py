@@ -217,3 +217,24 @@ def test_import_bidijax_does_not_import_torch():
     code = "import sys, bidijax, bidijax.teacher; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_score_eos_adds_the_end_of_sequence_factor(models, kind):
+    """``score_eos`` (Lamorel's scoring) = the default score + log p(EOS | prompt, action)."""
+    path, model, tok = models["paths"][kind], models[kind], models["tok"]
+    base = HFTeacher(path).action_logprobs(PROMPTS[:2]).numpy()
+    with_eos = HFTeacher(path, score_eos=True).action_logprobs(PROMPTS[:2]).numpy()
+    for i, prompt in enumerate(PROMPTS[:2]):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        for j, action in enumerate(C.ACTION_STRINGS):
+            with torch.no_grad():
+                if kind == "causal":
+                    a = tok(" " + action, add_special_tokens=False)["input_ids"]
+                    logits = model(input_ids=torch.tensor([p + a])).logits[0, -1].double()
+                else:
+                    a = tok(action, add_special_tokens=False)["input_ids"]
+                    dec = [model.config.decoder_start_token_id] + a
+                    logits = model(input_ids=torch.tensor([p]), decoder_input_ids=torch.tensor([dec])).logits[0, -1].double()
+            eos = float(torch.log_softmax(logits, -1)[tok.eos_token_id])
+            assert with_eos[i, j] - base[i, j] == pytest.approx(eos, abs=5e-5)

@@ -259,8 +259,9 @@ def transition(scene: Scene, action: jax.Array) -> Scene:
     return Scene(cells=cells, agent_pos=pos, agent_dir=direction, carrying=carrying)
 
 
-def make_goto(room_size: int = 8, max_steps: int | None = None, **kwargs) -> BabyAIGoTo:
-    """Build a GoTo level; ``max_steps`` defaults to MiniGrid's ``room_size ** 2``."""
+def make_goto(room_size: int = 8, max_steps: int | None = None, num_actions: int = C.NUM_ACTIONS, **kwargs) -> BabyAIGoTo:
+    """Build a GoTo level; ``max_steps`` defaults to MiniGrid's ``room_size ** 2``. With
+    ``num_actions=6`` the action set is BabyAI-Text's (Lamorel's): MiniGrid's without ``done``."""
     image = Discrete.create(n_elements=256, shape=(C.VIEW, C.VIEW, 3), dtype=jnp.uint8)
     return BabyAIGoTo.create(
         height=room_size,
@@ -268,7 +269,7 @@ def make_goto(room_size: int = 8, max_steps: int | None = None, **kwargs) -> Bab
         max_steps=room_size**2 if max_steps is None else max_steps,
         observation_fn=observation,
         observation_space=image,
-        action_space=Discrete.create(C.NUM_ACTIONS),
+        action_space=Discrete.create(num_actions),
         room_size=room_size,
         **kwargs,
     )

@@ -15,7 +15,7 @@ BABYAI_LEVELS = {
     "BabyAI-GoToLocal-v0": dict(room_size=8, target=None, num_dists=8, check_reachable=True),
 }
 
-_BABYAI_OVERRIDES = ("room_size", "max_steps", "num_dists", "gamma")
+_BABYAI_OVERRIDES = ("room_size", "max_steps", "num_dists", "gamma", "num_actions")
 
 
 def _navix_max_steps(env_id: str, height: int, width: int) -> int:
@@ -40,7 +40,8 @@ def env_ids() -> list[str]:
 def make(env_id: str, **overrides):
     """Return a navix ``Environment`` for ``env_id``.
 
-    BabyAI ids accept ``room_size``, ``max_steps``, ``num_dists`` and ``gamma`` overrides. Navix
+    BabyAI ids accept ``room_size``, ``max_steps``, ``num_dists``, ``gamma`` and ``num_actions``
+    (7: MiniGrid's actions; 6: BabyAI-Text / Lamorel's, without ``done``) overrides. Navix
     ids accept what ``navix.make`` does; their ``max_steps`` defaults to MiniGrid's limit for the
     level rather than navix's flat 100. ``gymnax:<id>`` (e.g. ``gymnax:CartPole-v1``) wraps a
     gymnax environment with the same contract (see ``gymnax_adapter``).
@@ -53,6 +54,8 @@ def make(env_id: str, **overrides):
             raise ValueError(f"unknown override(s) {bad} for {env_id}; allowed: {list(_BABYAI_OVERRIDES)}")
         kwargs = dict(BABYAI_LEVELS[env_id])
         kwargs.update(overrides)
+        if int(kwargs.get("num_actions", 7)) not in (6, 7):
+            raise ValueError(f"num_actions={kwargs['num_actions']} for {env_id}; allowed: 7 (MiniGrid) or 6 (Lamorel, no 'done')")
         if int(kwargs["room_size"]) < 4:
             raise ValueError(f"room_size={kwargs['room_size']} is too small; BabyAI rooms need room_size >= 4")
         return make_goto(**kwargs)

@@ -13,7 +13,8 @@ class PPOConfig:
 
     ``hint_mode``: ``none`` (plain PPO), ``distill`` (PPO + ``beta_k * CE(teacher, student)`` on
     steps whose situation is in the hint table, ``beta_k`` linear from ``beta_start`` to
-    ``beta_end`` over ``anneal_iterations`` updates), ``prior`` (act from
+    ``beta_end`` over the first ``beta_anneal_frac * num_updates`` updates, then ``beta_end``),
+    ``prior`` (act from
     ``softmax(student_logits + prior_weight * log teacher_probs)``; the student's own log-probs
     are trained with the PPO ratio ``pi_student / pi_behaviour``) or ``teacher_policy`` (act from
     the teacher's table alone; the critic and the student still learn from those steps).
@@ -25,7 +26,9 @@ class PPOConfig:
     update_epochs: int = 4
     lr: float = 2.5e-4
     anneal_lr: bool = False
-    num_updates: int = 1000  # horizon of the learning-rate annealing
+    #: the run's length in updates: horizon of the learning-rate annealing and of the beta
+    #: schedule (``bidijax.config.resolve`` sets it to the run's ``iterations``)
+    num_updates: int = 1000
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
@@ -36,8 +39,9 @@ class PPOConfig:
     hidden: int = 64
     hint_mode: str = "none"
     beta_start: float = 1.0
-    beta_end: float = 0.0
-    anneal_iterations: int = 100
+    #: floor of the distillation weight: > 0 keeps the teacher's hints in the loss for the whole run
+    beta_end: float = 0.1
+    beta_anneal_frac: float = 0.5  # fraction of ``num_updates`` over which beta falls to beta_end
     prior_weight: float = 1.0
     miss_buffer_size: int = 1024
     max_objects: int = 8
@@ -49,7 +53,7 @@ class PPOConfig:
     def __post_init__(self):
         if self.hint_mode not in HINT_MODES:
             raise ValueError(f"hint_mode={self.hint_mode!r} is not one of {HINT_MODES}")
-        for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "miss_buffer_size", "hidden"):
+        for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "miss_buffer_size", "hidden", "num_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -61,6 +65,8 @@ class PPOConfig:
             raise ValueError(f"agreement_samples={self.agreement_samples} must be >= 0")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
+        if not 0.0 <= self.beta_anneal_frac <= 1.0:
+            raise ValueError(f"beta_anneal_frac={self.beta_anneal_frac} must lie in [0, 1]")
 
     @property
     def frames_per_update(self) -> int:

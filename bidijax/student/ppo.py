@@ -127,8 +127,10 @@ def gae(rewards, values, next_values, next_type, gamma: float, lam: float):
 
 
 def beta_schedule(config: PPOConfig, update_idx: jax.Array) -> jax.Array:
-    """Distillation weight: linear from ``beta_start`` to ``beta_end`` over ``anneal_iterations``."""
-    frac = jnp.clip(update_idx / max(config.anneal_iterations, 1), 0.0, 1.0)
+    """Distillation weight of update ``update_idx`` (0-based): linear from ``beta_start`` to
+    ``beta_end`` over the first ``beta_anneal_frac * num_updates`` updates, ``beta_end`` after."""
+    span = config.beta_anneal_frac * config.num_updates
+    frac = jnp.clip(update_idx / span, 0.0, 1.0) if span > 0 else jnp.ones_like(update_idx, jnp.float32)
     return config.beta_start + frac * (config.beta_end - config.beta_start)
 
 
@@ -187,7 +189,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 row = jnp.full(config.num_envs, capacity, jnp.int32)
             agree = has_oracle = jnp.zeros(config.num_envs, bool)
             if track_oracle and oracle_per_step:
-                best = jax.vmap(oracle_actions)(ts.state)
+                best = jax.vmap(oracle_actions)(ts.state)[:, :num_actions]
                 agree = jnp.take_along_axis(best, jnp.argmax(teacher, -1)[:, None], -1)[:, 0]
                 has_oracle = jnp.any(best, axis=-1)
             elif track_oracle:
@@ -302,7 +304,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         )
         agreement = None  # not tracked: 0, as masked_mean over no steps
         if track_oracle:
-            oracle_at = _oracle_at(scenes, mission)
+            oracle_at = _oracle_at(scenes, mission, num_actions)
             agreement = _agreement(oracle_at, traj, jax.random.fold_in(runner.key, 0xA9), config.agreement_samples)
         if use_table:
             misses = hn.collect_misses(
@@ -310,15 +312,17 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 oracle=oracle_at if track_oracle else None,
             )
             feedback = feedback.replace(misses=misses)
-        metrics = _metrics(traj, stats, beta, new_runner.update_idx, config, agreement)
+        ev = explained_variance(traj.value, targets, traj.valid)
+        metrics = _metrics(traj, stats, beta, new_runner.update_idx, config, agreement, ev)
         return new_runner, metrics, feedback
 
     return Train(init, update, rollout)
 
 
-def _oracle_at(scenes, missions):
-    """``f(src, filled) -> bool[n, A]``: the BFS oracle at the flat (time-major) steps ``src`` of a
-    rollout, from the scenes and missions it kept; nothing runs when no row is ``filled``."""
+def _oracle_at(scenes, missions, num_actions: int):
+    """``f(src, filled) -> bool[n, num_actions]``: the BFS oracle at the flat (time-major) steps
+    ``src`` of a rollout, from the scenes and missions it kept; nothing runs when no row is
+    ``filled``. (A 6-action set drops ``done``, which the oracle never calls optimal.)"""
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
     cells, pos, direction = (flat(x) for x in scenes)
     missions = flat(missions)
@@ -326,9 +330,9 @@ def _oracle_at(scenes, missions):
     def at(src, filled):
         def run(_):
             scene = Scene(cells[src], pos[src], direction[src], jnp.zeros((len(src), 3), jnp.uint8))
-            return jax.vmap(oracle_actions)(scene, missions[src])
+            return jax.vmap(oracle_actions)(scene, missions[src])[:, :num_actions]
 
-        shape = jax.ShapeDtypeStruct((len(src), C.NUM_ACTIONS), bool)
+        shape = jax.ShapeDtypeStruct((len(src), num_actions), bool)
         return jax.lax.cond(jnp.any(filled), run, lambda _: jnp.zeros(shape.shape, bool), None)
 
     return at
@@ -354,7 +358,13 @@ def _agreement(oracle_at, traj: Transition, key, samples: int):
     return masked_mean(agree.astype(jnp.float32), filled & jnp.any(best, -1))
 
 
-def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig, agreement=None) -> dict:
+def explained_variance(values, targets, mask) -> jax.Array:
+    """``1 - Var(targets - values) / Var(targets)`` over the ``mask``ed steps (the critic's fit)."""
+    var = lambda x: masked_mean(jnp.square(x - masked_mean(x, mask)), mask)
+    return 1.0 - var(targets - values) / jnp.maximum(var(targets), 1e-8)
+
+
+def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig, agreement=None, ev=None) -> dict:
     valid = traj.valid
     ended = valid & (traj.next_type > 0)
     success = ended & (traj.next_type == 2) & (traj.reward > 0)
@@ -364,14 +374,17 @@ def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig,
     out.update(
         frames=update_idx * config.frames_per_update,
         episodes=episodes,
-        success_rate=jnp.sum(success) / jnp.maximum(episodes, 1),
-        mean_return=masked_mean(traj.next_return, ended),
-        mean_length=masked_mean(traj.next_t.astype(jnp.float32), ended),
+        # the behaviour policy's episodes that ended within the rollout (biased towards short
+        # ones early on; the student alone is measured by ``student.evaluate``)
+        behaviour_success=jnp.sum(success) / jnp.maximum(episodes, 1),
+        behaviour_return=masked_mean(traj.next_return, ended),
+        behaviour_length=masked_mean(traj.next_t.astype(jnp.float32), ended),
         hint_coverage=jnp.sum(hits) / jnp.maximum(jnp.sum(valid), 1),
         kl_teacher_student=masked_mean(traj.kl_teacher, hits),
         teacher_oracle_agreement=(
             masked_mean(traj.agree.astype(jnp.float32), hits & traj.has_oracle) if agreement is None else agreement
         ),
         beta=beta,
+        explained_variance=ev,
     )
     return out

@@ -4,9 +4,10 @@ The student's feedback (``bidijax.feedback.Feedback``) holds, per hint-table row
 action, sums of the critic's GAE advantages and one-step TD errors, and their counts.
 ``HFTeacher.update`` turns it into a training batch with the functions of this module:
 
-1. ``targets``: one weight per (situation, action): the mean statistic (``signal``), standardised
-   over all visited entries of the situations the teacher knows, times ``count / (count +
-   min_count)`` so that entries seen once or twice weigh less;
+1. ``targets``: one weight per (situation, action): the mean statistic (``signal``) minus a
+   baseline (each situation's own mean, or one mean over all entries), divided by the spread of
+   those differences or by an absolute ``noise_floor``, whichever is larger, times ``count /
+   (count + min_count)`` so that entries seen once or twice weigh less;
 2. ``sampling_probs``: situations are sampled (with replacement, from the teacher's seeded torch
    generator) in proportion to their visits;
 
@@ -23,6 +24,10 @@ are pushed up by their log-likelihood (advantage-weighted, as a policy gradient 
 student's visits), actions that did not are pushed down by the unlikelihood ``log(1 - pi)``,
 which is bounded: ``- target * log pi`` on a negative target drives ``log pi`` to ``-inf``
 without end (no KL penalty holds it), while ``log(1 - pi)`` stops pushing once ``pi`` is near 0.
+``log(1 - pi(a))`` is computed as the log-sum-exp of the other actions' log-probabilities, so a
+confident wrong hint (``pi(a)`` rounding to 1) still gets a gradient.
+``feedback_oracle_corr`` measures how informative a batch of targets is (rank correlation with
+the BFS oracle's optimal actions).
 ``most_visited`` picks the situations to re-score after an update.
 """
 
@@ -33,6 +38,7 @@ import dataclasses
 import numpy as np
 
 SIGNALS = ("advantage", "td")
+BASELINES = ("none", "situation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,7 @@ class FinetuneConfig:
     situations per forward/backward pass (a situation drawn ``m`` times in a step is computed once
     and weighs ``m``); a step accumulates the gradients of its micro-batches (same loss,
     memory bounded by the micro-batch: a 77M-parameter T5 at batch 256 in one pass needs > 22 GB).
+    ``baseline`` and ``noise_floor``: how ``targets`` centres and scales the signal.
     """
 
     lr: float = 3e-4
@@ -60,8 +67,12 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     lora_rank: int = 0
     micro_batch_size: int = 32
+    baseline: str = "situation"
+    noise_floor: float = 0.05
 
     def __post_init__(self):
+        if self.baseline not in BASELINES:
+            raise ValueError(f"finetune baseline={self.baseline!r} is not allowed; use one of {', '.join(BASELINES)}")
         if self.signal not in SIGNALS:
             raise ValueError(f"finetune signal={self.signal!r} is not allowed; use one of {', '.join(SIGNALS)}")
         for name in ("steps", "batch_size", "micro_batch_size"):
@@ -72,34 +83,86 @@ class FinetuneConfig:
             raise ValueError(f"finetune lora_rank={self.lora_rank!r} is not allowed; use an integer >= 0 (0: no LoRA)")
         if not self.lr > 0:
             raise ValueError(f"finetune lr={self.lr!r} is not allowed; use a number > 0")
-        for name in ("kl_coef", "min_count", "weight_decay", "max_grad_norm"):
+        for name in ("kl_coef", "min_count", "weight_decay", "max_grad_norm", "noise_floor"):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"finetune {name}={value!r} is not allowed; use a number >= 0")
 
 
-def targets(feedback, signal: str = "advantage", min_count: float = 2.0, rows=None) -> np.ndarray:
+def targets(
+    feedback, signal: str = "advantage", min_count: float = 2.0, rows=None, baseline: str = "none",
+    noise_floor: float = 0.0,
+) -> np.ndarray:
     """``float32 [K, A]``: the training weight of every (situation, action) of ``feedback``.
 
-    The mean ``signal`` per entry (``adv_sum / count`` or ``td_sum / count``), standardised (zero
-    mean, unit standard deviation) over the visited entries (``count > 0``) of the rows selected
-    by ``rows`` (bool ``[K]``; default all), times ``count / (count + min_count)``. Every other
-    entry is 0, and so is everything when the selected means do not vary (no signal).
+    The mean ``signal`` per entry (``adv_sum / count`` or ``td_sum / count``) over the visited
+    entries (``count > 0``) of the rows selected by ``rows`` (bool ``[K]``; default all), minus a
+    baseline: with ``baseline="none"`` the mean over all those entries; with
+    ``baseline="situation"`` each situation's own visit-weighted mean (so a critic error in one
+    state, which shifts all of its actions alike, cancels; a situation with one visited action
+    gives 0). Then divided by ``max(sd, noise_floor)`` (``sd``: the standard deviation of the
+    entries' means around their baselines) and multiplied by ``count / (count + min_count)`` so
+    that entries seen once or twice weigh less. The noise floor is absolute, in the signal's
+    units: when the student's advantages are all small (late in training, mostly critic noise),
+    the targets shrink with them instead of being scaled up to unit size. Every other entry is 0,
+    and so is everything when the selected means do not vary (no signal).
     """
     if signal not in SIGNALS:
         raise ValueError(f"signal={signal!r} is not allowed; use one of {', '.join(SIGNALS)}")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline={baseline!r} is not allowed; use one of {', '.join(BASELINES)}")
     total = np.asarray(feedback.adv_sum if signal == "advantage" else feedback.td_sum, np.float64)
     count = np.asarray(feedback.count, np.float64)
     seen = count > 0
     if rows is not None:
         seen &= np.asarray(rows, bool)[:, None]
     out = np.zeros(count.shape, np.float64)
-    if seen.any():
-        mean = total[seen] / count[seen]
-        sd = mean.std()
-        if sd > 1e-8 * max(1.0, np.abs(mean).max()):
-            out[seen] = (mean - mean.mean()) / sd * (count[seen] / (count[seen] + min_count))
+    if not seen.any():
+        return out.astype(np.float32)
+    mean = np.where(seen, total / np.maximum(count, 1.0), 0.0)
+    if baseline == "situation":
+        visits = np.where(seen, count, 0.0).sum(1, keepdims=True)
+        base = np.where(seen, total, 0.0).sum(1, keepdims=True) / np.maximum(visits, 1.0)
+        centred = (mean - base)[seen]
+    else:
+        centred = mean[seen] - mean[seen].mean()
+    sd = np.sqrt(np.mean(np.square(centred)))
+    if sd > 1e-8 * max(1.0, np.abs(mean[seen]).max()):
+        out[seen] = centred / max(sd, noise_floor) * (count[seen] / (count[seen] + min_count))
     return out.astype(np.float32)
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of two 1-D samples (average ranks for ties); NaN when
+    either is constant or there are fewer than 2 points."""
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt(np.sum(rx * rx) * np.sum(ry * ry))
+    return float(np.sum(rx * ry) / denom) if denom > 0 else float("nan")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(x)] - 1
+    ranks = np.empty(len(x))
+    ranks[order] = (first[group] + last[group]) / 2.0
+    return ranks
+
+
+def feedback_oracle_corr(weights, count, oracle, has_oracle) -> float:
+    """How informative the student's feedback was: the rank correlation, over the visited
+    (situation, action) entries of situations with a known oracle (``has_oracle`` bool ``[K]``),
+    between the training weight (``targets``) and whether the BFS oracle calls the action
+    optimal there (``oracle`` bool ``[K, A]``). NaN when undefined (no entry, or no variation)."""
+    use = (np.asarray(count) > 0) & np.asarray(has_oracle, bool)[:, None]
+    return rank_correlation(np.asarray(weights)[use], np.asarray(oracle, bool)[use])
 
 
 def sampling_probs(visits, rows=None) -> np.ndarray | None:

@@ -9,9 +9,11 @@ turns the scores of the action set into probabilities ``softmax(logp / temperatu
   counted from each prompt's first real token); its key/value cache is then repeated for every
   action and the action tokens are run on top of it.
 - Seq2seq LMs: the encoder reads the prompt (once per prompt, then repeated for every action);
-  the decoder target is the action's tokens, *without* the end-of-sequence token the tokenizer
-  may append, so the score is that of the action string as a prefix of the answer (no bias
-  against multi-token actions from an extra EOS factor).
+  the decoder target is the action's tokens, by default *without* the end-of-sequence token the
+  tokenizer may append, so the score is that of the action string as a prefix of the answer (no
+  bias against multi-token actions from an extra EOS factor). ``score_eos=True`` scores the
+  end-of-sequence token too (for causal and seq2seq models), as Lamorel's scoring does: the
+  score is then that of the action string as the whole answer.
 
 ``score`` caches probabilities by situation key for the current ``version`` of the teacher;
 ``invalidate()`` (called after fine-tuning) starts a new version with an empty cache.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -118,6 +121,7 @@ class HFTeacher:
         seed: int = 0,
         action_strings=C.ACTION_STRINGS,
         finetune: FinetuneConfig | None = None,
+        score_eos: bool = False,
     ):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -137,6 +141,7 @@ class HFTeacher:
         self.path = resolve_model(model)
         self.temperature = float(temperature)
         self.length_norm = bool(length_norm)
+        self.score_eos = bool(score_eos)
         self.batch_size = int(batch_size)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.seed = int(seed)
@@ -195,6 +200,10 @@ class HFTeacher:
                     f"action string {action!r} cannot be encoded by the tokenizer of {self.model_name!r} "
                     f"({'no tokens' if not seq else 'unknown token'}); use words of its vocabulary"
                 )
+            if self.score_eos:
+                if tok.eos_token_id is None:
+                    raise ValueError(f"score_eos needs an end-of-sequence token; the tokenizer of {self.model_name!r} has none")
+                seq = seq + [tok.eos_token_id]
             ids.append(seq)
         width = max(len(s) for s in ids)
         self._action_ids = torch.tensor([s + [self._pad] * (width - len(s)) for s in ids], device=self.device)
@@ -243,7 +252,9 @@ class HFTeacher:
         if width == 1:
             return first
         # the other action tokens: run tokens 0..L-2 of every action on the repeated prompt cache
-        cache = out.past_key_values  # repeated per action: rows prompt-major, action-minor (i * a + j)
+        # repeated per action: rows prompt-major, action-minor (i * a + j); transformers >= 5.x
+        # names the key/value cache ``cache`` (``past_key_values`` before, now deprecated)
+        cache = out["cache"] if "cache" in out else out.past_key_values
         if hasattr(cache, "batch_repeat_interleave"):
             cache.batch_repeat_interleave(a)
         elif isinstance(cache, (tuple, list)):  # legacy per-layer (key, value) tuples
@@ -255,7 +266,8 @@ class HFTeacher:
         full_mask = torch.cat([mask.repeat_interleave(a, 0), act_mask[:, :-1]], dim=1)
         start = mask.sum(-1).repeat_interleave(a)  # position of each action's first token
         pos = start[:, None] + torch.arange(width - 1, device=self.device)[None, :]
-        out2 = self.model(input_ids=act_in, attention_mask=full_mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        out2 = self.model(input_ids=act_in, attention_mask=full_mask, position_ids=pos, use_cache=True, **{cache_arg: cache})
         rest = self._token_logprobs(out2.logits, self._action_ids[:, 1:].repeat(n, 1), act_mask[:, 1:])
         return first + rest.view(n, a)
 
@@ -444,7 +456,7 @@ class HFTeacher:
         probs = sampling_probs(feedback.visits, known)
         stats = {"loss": float("nan"), "pg_loss": float("nan"), "kl": float("nan")}
         stats.update(num_situations=0 if probs is None else int(np.sum(probs > 0)), steps=0, examples_per_s=0.0)
-        weight = targets(feedback, fc.signal, fc.min_count, rows=known)
+        weight = targets(feedback, fc.signal, fc.min_count, rows=known, baseline=fc.baseline, noise_floor=fc.noise_floor)
         if probs is None or not weight.any():  # nothing to learn from: the weights stay exactly as they are
             return stats
         self._prepare_training()
@@ -466,10 +478,7 @@ class HFTeacher:
                 w = torch.from_numpy(weight[part]).to(logp.device)
                 # per situation: its draws / batch size, so the accumulated gradient is the batch mean's
                 share = torch.from_numpy(m / len(idx)).to(logp)[:, None]
-                probs = logp.exp()
-                log_not = torch.log1p(-probs.clamp(max=1.0 - 1e-6))  # log(1 - pi): bounded push-down
-                pg = -(share * (w.clamp(min=0) * logp + (-w).clamp(min=0) * log_not)).sum()
-                kl = (share * probs * (logp - ref)).sum()
+                pg, kl = feedback_loss(logp, ref, w, share)
                 loss = pg + fc.kl_coef * kl
                 loss.backward()
                 totals += [loss.item(), pg.item(), kl.item()]
@@ -536,7 +545,7 @@ class HFTeacher:
         meta = {
             "format": 1, "model": self.model_name, "model_type": self.model_type,
             "action_strings": list(self.action_strings), "temperature": self.temperature,
-            "length_norm": self.length_norm, "finetune": dataclasses.asdict(self.finetune),
+            "length_norm": self.length_norm, "score_eos": self.score_eos, "finetune": dataclasses.asdict(self.finetune),
             "version": self.version, "trained": self.trained,
             "prompts": {str(k): v for k, v in self.prompts.items()},
         }  # fmt: skip
@@ -558,11 +567,12 @@ class HFTeacher:
                 meta = json.load(f)
         except (OSError, ValueError) as err:
             raise ValueError(f"no teacher state in {directory!r}: {_first_line(err)}") from None
-        saved = (meta["model_type"], tuple(meta["action_strings"]), meta["finetune"]["lora_rank"])
-        ours = (self.model_type, self.action_strings, self.finetune.lora_rank)
+        saved = (meta["model_type"], tuple(meta["action_strings"]), meta["finetune"]["lora_rank"], meta.get("score_eos", False))
+        ours = (self.model_type, self.action_strings, self.finetune.lora_rank, self.score_eos)
         if saved != ours:
             raise ValueError(
-                f"teacher state in {directory!r} has (model_type, action_strings, lora_rank) {saved}; this teacher has {ours}"
+                f"teacher state in {directory!r} has (model_type, action_strings, lora_rank, score_eos) {saved}; "
+                f"this teacher has {ours}"
             )
         device = str(self.device)
         try:
@@ -586,6 +596,23 @@ class HFTeacher:
         self.finetune = FinetuneConfig(**meta["finetune"])
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group.update(lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
+
+
+def feedback_loss(logp: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor, share: torch.Tensor):
+    """``(pg, kl)`` of a batch (see ``bidijax.teacher.finetune``).
+
+    ``logp``, ``ref``: ``[N, A]`` log-probabilities of the teacher and the frozen reference;
+    ``weight``: ``[N, A]`` targets; ``share``: ``[N, 1]`` each situation's weight in the batch.
+    Positive targets push ``log pi(a)`` up; negative ones push ``log(1 - pi(a))`` up, computed
+    as the log-sum-exp of the other actions' log-probabilities: exact and with a gradient even
+    when ``pi(a)`` rounds to 1 (a confident wrong hint can always be pushed down).
+    """
+    a = logp.shape[-1]
+    eye = torch.eye(a, dtype=torch.bool, device=logp.device)
+    log_not = torch.logsumexp(logp.unsqueeze(-2).expand(*logp.shape[:-1], a, a).masked_fill(eye, float("-inf")), -1)
+    pg = -(share * (weight.clamp(min=0) * logp + (-weight).clamp(min=0) * log_not)).sum()
+    kl = (share * logp.exp() * (logp - ref)).sum()
+    return pg, kl
 
 
 def _table_of(rows: dict[int, np.ndarray], num_actions: int) -> tuple[np.ndarray, np.ndarray]:

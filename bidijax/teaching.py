@@ -1,0 +1,247 @@
+"""The host side of the JAX/torch seam: each seed's teacher, hint table and oracle book.
+
+What crosses the seam is numpy: the student's update hands over its feedback (per table row
+and action), each seed's table keys at that update and the missed situations (keys, missions,
+percepts, the BFS oracle's actions where each was first met); the teachers hand back hint rows
+(keys, probabilities) that are merged into the tables. This module owns:
+
+- ``make_teacher``: a seed's teacher (scripted, the shipped LM, a hub id or a local model);
+- ``stack_tables``: the seeds' tables as one seed-batched ``HintTable`` for the student;
+- ``Pending``: one update's feedback as the teachers will read it (also checkpointed, for
+  ``--overlap`` runs whose teachers work one update late);
+- ``warmup`` and ``turn``: score the missed situations; in learning arms, fine-tune each
+  teacher on its seed's feedback (from ``start_iteration`` on, when the critic explains enough
+  variance), re-score the most visited situations and measure how informative the feedback was
+  (``feedback_oracle_corr``);
+- ``save`` / ``load``: tables, oracle books, pending feedback and teachers in a checkpoint.
+
+The oracle book of a seed maps each situation key to the BFS oracle's optimal actions at the
+state where the student first met it (a situation is a partial view, so other states behind the
+same key may have other optimal actions: the book is one sample per situation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import config as cfg
+from . import hints as hn
+from .envs import constants as C
+from .teacher.finetune import feedback_oracle_corr, most_visited, targets
+
+
+@dataclasses.dataclass
+class Pending:
+    """One student update's feedback, as the teachers read it (host arrays, seed-batched)."""
+
+    feedback: Any  # Feedback with a leading seed axis (``misses`` included)
+    keys: list  # per seed: the valid table keys at that update (row k of the feedback = keys[k])
+    explained_variance: np.ndarray  # float[S]: the critic's fit in that update
+    update: int  # the update's number (1-based)
+
+
+def make_teacher(tc: cfg.TeacherConfig, seed: int, num_actions: int = C.NUM_ACTIONS):
+    """A teacher for one seed: a scripted one, or an ``HFTeacher`` (shipped default, hub id, path)."""
+    from . import teacher as T
+
+    if tc.scripted:
+        eps = tc.eps if tc.name == "noisy_oracle" else 0.0
+        return T.ScriptedTeacher(tc.name, eps=eps, seed=seed, num_actions=num_actions)
+    import torch
+
+    from .teacher.finetune import FinetuneConfig
+    from .teacher.hf import HFTeacher
+
+    if tc.torch_threads > 0:
+        # small models on a CPU shared with XLA: torch's thread pool costs more than it gives
+        torch.set_num_threads(tc.torch_threads)
+
+    finetune = FinetuneConfig(
+        lr=tc.lr, steps=tc.steps, batch_size=tc.batch_size, micro_batch_size=tc.micro_batch_size, kl_coef=tc.kl_coef,
+        min_count=tc.min_count, signal=tc.signal, lora_rank=tc.lora_rank, baseline=tc.baseline,
+        noise_floor=tc.noise_floor,
+    )  # fmt: skip
+    return HFTeacher(
+        tc.name, temperature=tc.temperature, length_norm=tc.length_norm, batch_size=tc.score_batch_size,
+        seed=seed, finetune=finetune, action_strings=C.ACTION_STRINGS[:num_actions], score_eos=tc.score_eos,
+    )  # fmt: skip
+
+
+def stack_tables(tables: list) -> hn.HintTable:
+    """One table with a leading seed axis; every seed padded to the largest capacity."""
+    cap = max(t.capacity for t in tables)
+    padded = [t if t.capacity == cap else hn.merge(hn.empty(cap, t.num_actions), *hn.rows(t)) for t in tables]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
+
+
+def seed_slice(tree, i: int, n: int | None = None):
+    """Seed ``i`` of a seed-batched pytree; with ``n``, also the first ``n`` rows of every array."""
+    return jax.tree.map(lambda x: x[i] if n is None or np.ndim(x[i]) == 0 else x[i][:n], tree)
+
+
+def pending_of(tables: list, feedback, explained_variance, update: int) -> Pending:
+    """The ``Pending`` of an update: its host feedback and each seed's valid table keys then."""
+    keys = [np.asarray(t.keys)[: int(np.sum(np.asarray(t.valid)))] for t in tables]
+    return Pending(feedback, keys, np.asarray(explained_variance, np.float64).reshape(-1), int(update))
+
+
+def score_misses(tables: list, books: list, teachers: list, misses) -> tuple[list, int]:
+    """Each seed's teacher scores its seed's missed situations; rows merged, oracle books filled."""
+    out, total = [], 0
+    for i, (table, teacher) in enumerate(zip(tables, teachers)):
+        n = int(misses.count[i])
+        total += n
+        if n:
+            m = seed_slice(misses, i, n)
+            keys, probs = teacher.score(m.keys, m.missions, m.percepts, oracle=m.oracle)
+            table = hn.merge(table, keys, probs, grow=True)
+            if m.oracle is not None:
+                for k, best in zip(hn.key64(m.keys).tolist(), np.asarray(m.oracle, bool)):
+                    books[i].setdefault(k, best)
+        out.append(table)
+    return out, total
+
+
+def oracle_of(book: dict, keys, num_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(oracle bool[K, A], known bool[K])`` of table keys from a seed's oracle book."""
+    k64 = hn.key64(keys).tolist()
+    known = np.fromiter((k in book for k in k64), bool, len(k64))
+    oracle = np.zeros((len(k64), num_actions), bool)
+    for j, k in enumerate(k64):
+        if known[j]:
+            oracle[j] = book[k]
+    return oracle, known & oracle.any(1)
+
+
+def learns_from(config: cfg.TrainConfig, pending: Pending, i: int) -> bool:
+    """Whether seed ``i``'s teacher fine-tunes on ``pending`` (arm, start iteration, critic fit)."""
+    t = config.teacher
+    return (
+        config.teacher_learns
+        and pending.update > t.start_iteration
+        and pending.explained_variance[i] >= t.min_explained_variance
+    )
+
+
+def turn(config: cfg.TrainConfig, tables: list, books: list, teachers: list, pending: Pending | None):
+    """The teachers' turn on one update: fine-tune and re-score (learning arms), score misses.
+
+    Returns ``(tables, stats)``: the new tables and one dict of statistics per seed
+    (``teacher_loss``, ``teacher_kl``, ``teacher_learned``, ``feedback_oracle_corr``).
+    """
+    nan = float("nan")
+    stats = [dict(teacher_loss=nan, teacher_kl=nan, teacher_learned=0, feedback_oracle_corr=nan) for _ in tables]
+    if not teachers or pending is None:
+        return list(tables), stats
+    t = config.teacher
+    sums = pending.feedback.replace(misses=None)
+    tables = list(tables)
+    for i, teacher in enumerate(teachers):
+        keys = pending.keys[i]  # only this seed's valid rows (the first n): padding never reaches the teacher
+        fb = seed_slice(sums, i, len(keys))
+        oracle, has = oracle_of(books[i], keys, tables[i].num_actions)
+        w = targets(fb, t.signal, t.min_count, baseline=t.baseline, noise_floor=t.noise_floor)
+        stats[i]["feedback_oracle_corr"] = feedback_oracle_corr(w, np.asarray(fb.count), oracle, has)
+        if not learns_from(config, pending, i):
+            continue
+        out = dict(teacher.update(fb, keys) or {})
+        stats[i].update(teacher_loss=out.get("loss", nan), teacher_kl=out.get("kl", nan))
+        stats[i]["teacher_learned"] = int(out.get("steps", 0) > 0)
+        top = most_visited(keys, np.asarray(fb.visits), t.rescore_budget)
+        if len(top):
+            tables[i] = hn.merge(tables[i], *teacher.rescore(top), grow=True)
+    tables, _ = score_misses(tables, books, teachers, pending.feedback.misses)
+    return tables, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save(directory: str, tables: list, books: list, teachers: list, pending: Pending | None) -> None:
+    """Tables (``tables.npz``), oracle books (``oracle.npz``), pending feedback (``pending.npz``)
+    and one directory per teacher (``teacher-<i>/``) into a checkpoint directory."""
+    save_tables(os.path.join(directory, "tables.npz"), tables)
+    arrays = {}
+    for i, book in enumerate(books):
+        keys = sorted(book)
+        arrays[f"keys_{i}"] = np.asarray(keys, np.uint64)
+        arrays[f"oracle_{i}"] = np.stack([book[k] for k in keys]) if keys else np.zeros((0, 1), bool)
+    with open(os.path.join(directory, "oracle.npz"), "wb") as f:
+        np.savez(f, **arrays)
+    if pending is not None:
+        save_pending(os.path.join(directory, "pending.npz"), pending)
+    for i, teacher in enumerate(teachers):
+        d = os.path.join(directory, f"teacher-{i}")
+        os.makedirs(d)
+        teacher.save(d)
+
+
+def load(directory: str, teachers: list, feedback_like=None) -> tuple[list, list, Pending | None]:
+    """``(tables, books, pending)`` of a checkpoint written by ``save``; teachers load in place.
+    ``feedback_like``: a feedback pytree of the saved structure, to restore pending feedback."""
+    tables = load_tables(os.path.join(directory, "tables.npz"))
+    books = [{} for _ in tables]
+    path = os.path.join(directory, "oracle.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            for i in range(len(tables)):
+                books[i] = {int(k): row for k, row in zip(z[f"keys_{i}"], z[f"oracle_{i}"])}
+    pending = None
+    if feedback_like is not None:
+        pending = load_pending(os.path.join(directory, "pending.npz"), feedback_like)
+    for i, teacher in enumerate(teachers):
+        teacher.load(os.path.join(directory, f"teacher-{i}"))
+    return tables, books, pending
+
+
+def save_pending(path: str, pending: Pending) -> None:
+    """A ``Pending`` into one ``.npz`` (feedback leaves in order, keys per seed)."""
+    arrays = {f"leaf_{j}": np.asarray(x) for j, x in enumerate(jax.tree.leaves(pending.feedback))}
+    arrays.update({f"keys_{i}": np.asarray(k) for i, k in enumerate(pending.keys)})
+    arrays.update(explained_variance=pending.explained_variance, update=np.asarray(pending.update))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_pending(path: str, feedback_like) -> Pending | None:
+    """The ``Pending`` saved by ``save_pending``; ``None`` if the checkpoint has none.
+
+    ``feedback_like``: any feedback pytree of the same structure (e.g. from ``jax.eval_shape``).
+    """
+    if not os.path.exists(path):
+        return None
+    treedef = jax.tree.structure(feedback_like)
+    with np.load(path) as z:
+        leaves = [z[f"leaf_{j}"] for j in range(treedef.num_leaves)]
+        keys = [z[f"keys_{i}"] for i in range(len([k for k in z.files if k.startswith("keys_")]))]
+        return Pending(jax.tree.unflatten(treedef, leaves), keys, z["explained_variance"], int(z["update"]))
+
+
+def save_tables(path: str, tables: list) -> None:
+    """Hint tables (one per seed) into one ``.npz``."""
+    arrays = {}
+    for i, t in enumerate(tables):
+        arrays[f"keys_{i}"] = np.asarray(t.keys)
+        arrays[f"probs_{i}"] = np.asarray(t.probs)
+        arrays[f"valid_{i}"] = np.asarray(t.valid)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_tables(path: str) -> list:
+    """The hint tables saved by ``save_tables``."""
+    from .hints import HintTable
+
+    with np.load(path) as z:
+        n = len([k for k in z.files if k.startswith("keys_")])
+        return [
+            HintTable(keys=jnp.asarray(z[f"keys_{i}"]), probs=jnp.asarray(z[f"probs_{i}"]), valid=jnp.asarray(z[f"valid_{i}"]))
+            for i in range(n)
+        ]

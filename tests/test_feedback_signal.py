@@ -1,0 +1,199 @@
+"""The student -> teacher signal: schedules tied to the run, the unlikelihood term, targets
+(noise floor, per-situation baseline), when the teacher starts learning, the informativeness
+measure, and a control: pure-noise feedback leaves the teacher's agreement with the oracle put."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bidijax import config as cfg
+from bidijax import envs, teaching
+from bidijax.envs import constants as C
+from bidijax.envs.oracle import oracle_actions
+from bidijax.envs.perception import percept, situation_key
+from bidijax.envs.scene import mission_of
+from bidijax.feedback import Feedback
+from bidijax.student.ppo import beta_schedule
+from bidijax.teacher.finetune import feedback_oracle_corr, rank_correlation, targets
+
+A = C.NUM_ACTIONS
+
+
+def feedback(adv_sum, count):
+    adv_sum, count = np.asarray(adv_sum, np.float32), np.asarray(count, np.float32)
+    z = np.zeros_like(count)
+    return Feedback(td_sum=z, td_sumsq=z, adv_sum=adv_sum, adv_sumsq=z, count=count, visits=count.sum(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+
+
+def test_beta_and_lr_horizons_follow_the_run():
+    c = cfg.resolve(cfg.default_config().replace(iterations=2100))
+    assert c.ppo.num_updates == 2100  # learning-rate annealing and beta span the run
+    beta = lambda u: float(beta_schedule(c.ppo, jnp.asarray(u)))
+    half = int(c.ppo.beta_anneal_frac * 2100)
+    assert beta(0) == pytest.approx(c.ppo.beta_start)
+    assert beta(half // 2) == pytest.approx((c.ppo.beta_start + c.ppo.beta_end) / 2, rel=1e-3)
+    # after the anneal the floor stays: the teacher still shapes the student at iteration 2000
+    assert beta(half) == pytest.approx(c.ppo.beta_end) and beta(2000) == pytest.approx(c.ppo.beta_end)
+    assert c.ppo.beta_end > 0
+    short = cfg.resolve(cfg.default_config().replace(iterations=40)).ppo
+    assert float(beta_schedule(short, jnp.asarray(20))) == pytest.approx(short.beta_end)
+
+
+# ---------------------------------------------------------------------------------------------
+# unlikelihood
+
+
+def test_unlikelihood_pushes_down_a_confident_wrong_hint():
+    torch = pytest.importorskip("torch")
+    from bidijax.teacher.hf import feedback_loss
+
+    logits = torch.tensor([[20.0, 0, 0, 0, 0, 0, 0]], dtype=torch.float32, requires_grad=True)
+    logp = torch.log_softmax(logits, -1)
+    weight = torch.tensor([[-1.0, 0, 0, 0, 0, 0, 0]])
+    pg, _ = feedback_loss(logp, logp.detach(), weight, torch.ones(1, 1))
+    # value: log(1 - pi_0) = log(6 e^0 / (e^20 + 6)), exact even though pi_0 rounds to 1 in float32
+    want = np.log(6.0) - np.logaddexp(20.0, np.log(6.0))
+    assert float(pg.detach()) == pytest.approx(-want, rel=1e-5)
+    pg.backward()
+    grad = logits.grad[0].numpy()
+    assert grad[0] > 0.5  # gradient descent lowers the wrong action's logit (a clamp gave exactly 0)
+    assert np.all(grad[1:] < 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+
+
+def test_noise_floor_shrinks_small_signals_instead_of_scaling_them_up():
+    rng = np.random.default_rng(0)
+    count = rng.integers(1, 20, (50, A)).astype(np.float32)
+    mean = rng.normal(size=(50, A))
+    big, small = feedback(mean * count, count), feedback(1e-3 * mean * count, count)
+    a = targets(big, noise_floor=0.05)
+    b = targets(small, noise_floor=0.0)
+    c = targets(small, noise_floor=0.05)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # without a floor: scale-free
+    assert np.abs(c).max() < 0.05 * np.abs(a).max()  # with it: signal 1000x below the floor stays small
+    np.testing.assert_allclose(c, a * 1e-3 * np.std(mean) / 0.05, rtol=1e-3, atol=1e-7)  # sd of the means / floor
+
+
+def test_situation_baseline_cancels_a_per_state_critic_error():
+    count = np.array([[4, 4, 0, 0, 0, 0, 0], [3, 1, 2, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0, 0]], np.float32)
+    means = np.array([[0.3, -0.1, 0, 0, 0, 0, 0], [0.2, 0.0, -0.4, 0, 0, 0, 0], [0.7, 0, 0, 0, 0, 0, 0]])
+    shift = np.array([[5.0], [-2.0], [9.0]])  # a critic error per state moves all its actions alike
+    t0 = targets(feedback(means * count, count), baseline="situation")
+    t1 = targets(feedback((means + shift) * count, count), baseline="situation")
+    np.testing.assert_allclose(t0, t1, atol=1e-5)
+    assert np.all(t0[2] == 0)  # one visited action: nothing to compare it with
+    assert t0[0, 0] > 0 > t0[0, 1] and t0[1, 0] > 0 > t0[1, 2]
+    none = targets(feedback((means + shift) * count, count), baseline="none")
+    assert np.all(none[2, 0] > none[0, :2])  # without it the state with a large critic error dominates
+
+
+def test_rank_correlation_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200)
+    y = (x + rng.normal(size=200) > 0).astype(float)  # binary, with ties, like oracle optimality
+    x[:20] = 0.0  # ties in x as well
+    assert rank_correlation(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert np.isnan(rank_correlation(np.ones(5), y[:5]))
+
+
+def test_feedback_oracle_corr_separates_informative_from_shuffled_feedback():
+    rng = np.random.default_rng(2)
+    K = 300
+    oracle = np.zeros((K, A), bool)
+    oracle[np.arange(K), rng.integers(0, 3, K)] = True
+    count = rng.integers(0, 4, (K, A)).astype(np.float32)
+    adv = np.where(oracle, 0.5, -0.2) + rng.normal(scale=0.2, size=(K, A))
+    has = rng.random(K) < 0.9
+    good = feedback_oracle_corr(targets(feedback(adv * count, count)), count, oracle, has)
+    shuffled = rng.permutation(adv.reshape(-1)).reshape(K, A)
+    noise = feedback_oracle_corr(targets(feedback(shuffled * count, count)), count, oracle, has)
+    assert good > 0.5 and abs(noise) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# when the teacher learns
+
+
+def test_teacher_starts_after_start_iteration_and_a_fitting_critic():
+    c = cfg.resolve(cfg.default_config())
+    pending = lambda update, ev: teaching.Pending(None, [], np.asarray(ev), update)
+    assert teaching.learns_from(c, pending(1, [-5.0]), 0)  # defaults: from the first update on
+    late = c.replace(teacher=dataclasses.replace(c.teacher, start_iteration=10, min_explained_variance=0.2))
+    assert not teaching.learns_from(late, pending(10, [0.9]), 0)
+    assert not teaching.learns_from(late, pending(11, [0.1]), 0)
+    assert teaching.learns_from(late, pending(11, [0.1, 0.3]), 1)
+    assert not teaching.learns_from(c.replace(arm="one_way"), pending(11, [0.9]), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# control: pure noise
+
+
+@pytest.fixture(scope="module")
+def situations():
+    """Distinct situations of GoToRedBallNoDists met by random walks, with the oracle's actions."""
+    env = envs.make("BabyAI-GoToRedBallNoDists-v0")
+
+    @jax.jit
+    def walk(key):
+        ts = jax.vmap(env.reset)(jax.random.split(key, 64))
+
+        def step(ts, k):
+            s = ts.state
+            p = jax.vmap(percept)(s)
+            m = jax.vmap(mission_of)(s)
+            out = (jax.vmap(situation_key)(m, p), m, p, jax.vmap(oracle_actions)(s))
+            a = jax.random.randint(k, (64,), 0, 3)
+            return jax.vmap(env.step)(ts, a), out
+
+        return jax.lax.scan(step, ts, jax.random.split(key, 6))[1]
+
+    keys, missions, percepts, oracle = jax.tree.map(
+        lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), jax.device_get(walk(jax.random.PRNGKey(0)))
+    )
+    from bidijax.hints import key64
+
+    _, first = np.unique(key64(keys), return_index=True)
+    first = first[oracle[first].any(1)]
+    pick = lambda x: x[first]
+    return keys[first], missions[first], jax.tree.map(pick, percepts), oracle[first]
+
+
+def test_pure_noise_feedback_leaves_the_teachers_agreement_put(situations):
+    """Ten updates of the default teacher on feedback that is pure critic noise (zero-mean, at
+    the scale of a converged student's advantages) move its agreement with the oracle by at most
+    0.05 with the default noise floor; the same noise without a floor is scaled up to unit size."""
+    pytest.importorskip("torch")
+    keys, missions, percepts, oracle = situations
+    c = cfg.resolve(cfg.default_config())
+
+    def agreement(teacher):
+        _, probs = teacher.score(keys, missions, percepts)
+        return float(oracle[np.arange(len(keys)), probs.argmax(1)].mean())
+
+    rng = np.random.default_rng(3)
+    count = rng.integers(0, 4, (len(keys), A)).astype(np.float32)
+    noise = lambda: feedback(rng.normal(scale=0.01, size=count.shape) * count, count)
+    assert c.teacher.noise_floor > 0
+    floors = {"default": c.teacher, "none": dataclasses.replace(c.teacher, noise_floor=0.0)}
+    moved, sizes = {}, {}
+    for name, tc in floors.items():
+        teacher = teaching.make_teacher(tc, seed=0)
+        before = agreement(teacher)
+        sizes[name] = np.abs(targets(noise(), tc.signal, tc.min_count, baseline=tc.baseline, noise_floor=tc.noise_floor)).max()
+        for _ in range(10):
+            teacher.update(noise(), keys)
+        moved[name] = abs(agreement(teacher) - before)
+    assert moved["default"] <= 0.05, moved
+    assert sizes["default"] < 0.5 < sizes["none"], sizes
