@@ -79,15 +79,18 @@ def measure(config: cfg.TrainConfig, iterations: int, skip: int, names: list[str
             "median_iteration_s": statistics.median(steady),
             "incl_warmup": frames * iterations / (warm[name] + sum(times[name])),
         }
-    out["teacher"] = loops[names[0]].teachers[0]
+    group = loops[names[0]].teachers
+    out["prompts"] = list((group.prompts[0] if hasattr(group, "prompts") else group[0].prompts).values())
     out["teacher_s"] = {n: statistics.median(r["teacher_s"] for r in rows_of[n][skip:]) for n in names}
     out["warmup_s"] = warm
     return out
 
 
-def lamorel_style(teacher, num_prompts: int, batch: int) -> float:
-    """Prompts scored per second when every step's prompt goes through the LM (no cache)."""
-    prompts = list(teacher.prompts.values())
+def lamorel_style(model: str, prompts: list[str], num_prompts: int, batch: int) -> float:
+    """Prompts scored per second when every step's prompt goes through the LM (torch, no cache)."""
+    from bidijax.teacher import HFTeacher
+
+    teacher = HFTeacher(model)
     prompts = (prompts * (num_prompts // max(len(prompts), 1) + 1))[:num_prompts]
     teacher.score_prompts(prompts[:batch])  # warm
     t0 = time.perf_counter()
@@ -124,7 +127,7 @@ def main() -> None:
             model = "default" if name == "default" else flan_t5_small_shaped(os.path.join(tmp, "t5"))
             c = base.replace(teacher=cfg.TeacherConfig(name=model))
             r = measure(c, args.iterations, args.skip, names)
-            lam = lamorel_style(r["teacher"], args.lamorel_prompts, args.lamorel_batch)
+            lam = lamorel_style(model, r["prompts"], args.lamorel_prompts, args.lamorel_batch)
             rows.append((name, r, lam))
             for arm in names:
                 print(f"{name}, {LABELS[arm]}: warm-up {r['warmup_s'][arm]:.1f} s, median teacher time per "

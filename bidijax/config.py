@@ -56,6 +56,10 @@ class TeacherConfig:
     lora_rank: int = 0
     rescore_budget: int = 256  # most-visited situations re-scored after each teacher update
     torch_threads: int = 1  # torch CPU threads (0: torch's default); 1 is fastest for small teachers
+    #: where a language-model teacher computes: ``jax`` (every seed's GPT-2 in one jitted,
+    #: vmapped program), ``torch`` (one ``HFTeacher`` per seed; any model, LoRA) or ``auto``
+    #: (``jax`` for GPT-2 models without LoRA, else ``torch``)
+    backend: str = "auto"
     #: Lamorel's scoring: the action string's end-of-sequence token is scored too
     score_eos: bool = False
     #: how feedback becomes targets (``teacher.finetune.targets``): ``none`` (one mean over all
@@ -154,6 +158,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     t = config.teacher
     _check_choice("teacher signal", t.signal, ("advantage", "td"))
     _check_choice("teacher baseline", t.baseline, ("none", "situation"))
+    _check_choice("teacher backend", t.backend, ("auto", "jax", "torch"))
     if not 0.0 <= t.eps <= 1.0:
         raise ValueError(f"teacher eps={t.eps} must lie in [0, 1]")
     for name in ("score_batch_size", "batch_size", "micro_batch_size", "steps"):

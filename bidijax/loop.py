@@ -61,7 +61,7 @@ class LoopState:
     iteration: int  # student updates done
     runners: Any  # RunnerState with a leading seed axis
     tables: list  # one HintTable per seed
-    teachers: list  # one teacher per seed ([] in the ppo arm)
+    teachers: Any  # the seeds' teachers (``teaching.make_teachers``; empty in the ppo arm)
     books: list = dataclasses.field(default_factory=list)  # per seed: situation key -> oracle actions
     pending: teaching.Pending | None = None  # ``overlap``: the last update's feedback, not yet taught
 
@@ -86,19 +86,16 @@ def _compiled(env_id: str, env_overrides: tuple, ppo: PPOConfig, eval_episodes: 
 class Loop:
     """Compiled student functions, the environment and the teachers of one run."""
 
-    def __init__(self, config: cfg.TrainConfig, teachers: list | None = None):
+    def __init__(self, config: cfg.TrainConfig, teachers=None):
         self.config = config = cfg.resolve(config)
         overrides = tuple(sorted(config.env_overrides.items()))
         self.env, self._init, self._update, self._warm, self._evaluate = _compiled(
             config.env_id, overrides, config.ppo, config.eval_episodes
         )
         self.num_actions = int(self.env.action_space.n)
-        if not config.uses_teacher:
-            self.teachers = []
-        elif teachers is not None:
-            self.teachers = list(teachers)
-        else:
-            self.teachers = [teaching.make_teacher(config.teacher, s, self.num_actions) for s in config.seeds]
+        if teachers is None:
+            teachers = teaching.make_teachers(config, self.num_actions)
+        self.teachers = teachers if hasattr(teachers, "versions") else teaching.PerSeed(teachers)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -167,7 +164,7 @@ class Loop:
                 table_rows=int(np.sum(np.asarray(tables[i].valid))) if self.teachers else 0,
                 misses=int(misses.count[i]) if misses is not None else 0,
                 miss_overflow=int(misses.overflow[i]) if misses is not None else 0,
-                teacher_version=int(getattr(self.teachers[i], "version", 0)) if self.teachers else 0,
+                teacher_version=self.teachers.versions[i] if self.teachers else 0,
                 **{k: _num(v) for k, v in teacher_stats[i].items()},
                 student_s=wall - t_teach - t_eval,
                 teacher_s=t_teach,
@@ -198,7 +195,7 @@ def train(
     run_dir: str,
     resume: bool = False,
     on_iteration: Callable[[list[dict], LoopState], None] | None = None,
-    teachers: list | None = None,
+    teachers=None,
 ) -> tuple[LoopState, list[dict]]:
     """Run (or, with ``resume``, continue) a training run in ``run_dir``; returns the final state and all rows.
 

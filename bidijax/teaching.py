@@ -46,31 +46,91 @@ class Pending:
     update: int  # the update's number (1-based)
 
 
-def make_teacher(tc: cfg.TeacherConfig, seed: int, num_actions: int = C.NUM_ACTIONS):
-    """A teacher for one seed: a scripted one, or an ``HFTeacher`` (shipped default, hub id, path)."""
-    from . import teacher as T
+class PerSeed:
+    """Per-seed teacher objects (``HFTeacher`` on torch, scripted teachers) behind the batched
+    interface of ``teacher.batched.GPT2Teachers``: every method takes and returns one entry per
+    seed, ``None`` where a seed has nothing to do."""
 
+    def __init__(self, members: list):
+        self.members = list(members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def versions(self) -> list[int]:
+        return [int(getattr(t, "version", 0)) for t in self.members]
+
+    def score(self, requests: list) -> list:
+        return [None if r is None else t.score(r[0], r[1], r[2], oracle=r[3]) for t, r in zip(self.members, requests)]
+
+    def update(self, items: list) -> list[dict]:
+        return [{} if item is None else dict(t.update(*item) or {}) for t, item in zip(self.members, items)]
+
+    def rescore(self, keys: list) -> list:
+        return [t.rescore(k) for t, k in zip(self.members, keys)]
+
+    def save(self, i: int, directory: str) -> None:
+        self.members[i].save(directory)
+
+    def __getitem__(self, i: int):
+        return self.members[i]
+
+    def load(self, i: int, directory: str) -> None:
+        self.members[i].load(directory)
+
+
+def backend_of(tc: cfg.TeacherConfig) -> str:
+    """``torch`` or ``jax`` for a learning LM teacher (``auto``: JAX for GPT-2 models without LoRA)."""
+    if tc.backend != "auto":
+        return tc.backend
+    if tc.lora_rank:
+        return "torch"
+    from .teacher.hf import resolve_model
+
+    path = resolve_model(tc.name)
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            import json
+
+            return "jax" if json.load(f).get("model_type") == "gpt2" else "torch"
+    except OSError:  # a hub id: transformers resolves it later; torch handles every model
+        return "torch"
+
+
+def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS):
+    """The run's teachers, one per seed: ``PerSeed`` (scripted; torch LMs) or ``GPT2Teachers`` (JAX)."""
+    tc = config.teacher
+    if not config.uses_teacher:
+        return PerSeed([])
     if tc.scripted:
+        from .teacher import ScriptedTeacher
+
         eps = tc.eps if tc.name == "noisy_oracle" else 0.0
-        return T.ScriptedTeacher(tc.name, eps=eps, seed=seed, num_actions=num_actions)
+        return PerSeed([ScriptedTeacher(tc.name, eps=eps, seed=s, num_actions=num_actions) for s in config.seeds])
     import torch
 
     from .teacher.finetune import FinetuneConfig
-    from .teacher.hf import HFTeacher
 
     if tc.torch_threads > 0:
         # small models on a CPU shared with XLA: torch's thread pool costs more than it gives
         torch.set_num_threads(tc.torch_threads)
-
     finetune = FinetuneConfig(
         lr=tc.lr, steps=tc.steps, batch_size=tc.batch_size, micro_batch_size=tc.micro_batch_size, kl_coef=tc.kl_coef,
         min_count=tc.min_count, signal=tc.signal, lora_rank=tc.lora_rank, baseline=tc.baseline,
         noise_floor=tc.noise_floor,
     )  # fmt: skip
-    return HFTeacher(
-        tc.name, temperature=tc.temperature, length_norm=tc.length_norm, batch_size=tc.score_batch_size,
-        seed=seed, finetune=finetune, action_strings=C.ACTION_STRINGS[:num_actions], score_eos=tc.score_eos,
+    common = dict(
+        temperature=tc.temperature, length_norm=tc.length_norm, finetune=finetune,
+        action_strings=C.ACTION_STRINGS[:num_actions], score_eos=tc.score_eos,
     )  # fmt: skip
+    if backend_of(tc) == "jax":
+        from .teacher.batched import GPT2Teachers
+
+        return GPT2Teachers(tc.name, seeds=config.seeds, chunk=tc.score_batch_size, **common)
+    from .teacher.hf import HFTeacher
+
+    return PerSeed([HFTeacher(tc.name, batch_size=tc.score_batch_size, seed=s, **common) for s in config.seeds])
 
 
 def stack_tables(tables: list) -> hn.HintTable:
@@ -91,20 +151,19 @@ def pending_of(tables: list, feedback, explained_variance, update: int) -> Pendi
     return Pending(feedback, keys, np.asarray(explained_variance, np.float64).reshape(-1), int(update))
 
 
-def score_misses(tables: list, books: list, teachers: list, misses) -> tuple[list, int]:
+def score_misses(tables: list, books: list, teachers, misses) -> tuple[list, int]:
     """Each seed's teacher scores its seed's missed situations; rows merged, oracle books filled."""
-    out, total = [], 0
-    for i, (table, teacher) in enumerate(zip(tables, teachers)):
+    requests, total = [], 0
+    for i in range(len(tables)):
         n = int(misses.count[i])
         total += n
-        if n:
-            m = seed_slice(misses, i, n)
-            keys, probs = teacher.score(m.keys, m.missions, m.percepts, oracle=m.oracle)
-            table = hn.merge(table, keys, probs, grow=True)
-            if m.oracle is not None:
-                for k, best in zip(hn.key64(m.keys).tolist(), np.asarray(m.oracle, bool)):
-                    books[i].setdefault(k, best)
-        out.append(table)
+        m = seed_slice(misses, i, n) if n else None
+        requests.append(None if m is None else (m.keys, m.missions, m.percepts, m.oracle))
+        if m is not None and m.oracle is not None:
+            for k, best in zip(hn.key64(m.keys).tolist(), np.asarray(m.oracle, bool)):
+                books[i].setdefault(k, best)
+    rows = teachers.score(requests) if total else [None] * len(tables)
+    out = [t if r is None else hn.merge(t, *r, grow=True) for t, r in zip(tables, rows)]
     return out, total
 
 
@@ -129,33 +188,42 @@ def learns_from(config: cfg.TrainConfig, pending: Pending, i: int) -> bool:
     )
 
 
-def turn(config: cfg.TrainConfig, tables: list, books: list, teachers: list, pending: Pending | None):
+def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: Pending | None):
     """The teachers' turn on one update: fine-tune and re-score (learning arms), score misses.
 
-    Returns ``(tables, stats)``: the new tables and one dict of statistics per seed
-    (``teacher_loss``, ``teacher_kl``, ``teacher_learned``, ``feedback_oracle_corr``).
+    Every seed's teacher works in one batched call per phase (``GPT2Teachers``) or one after the
+    other (``PerSeed``). Returns ``(tables, stats)``: the new tables and one dict of statistics
+    per seed (``teacher_loss``, ``teacher_kl``, ``teacher_learned``, ``feedback_oracle_corr``).
     """
     nan = float("nan")
     stats = [dict(teacher_loss=nan, teacher_kl=nan, teacher_learned=0, feedback_oracle_corr=nan) for _ in tables]
-    if not teachers or pending is None:
+    if not len(teachers) or pending is None:
         return list(tables), stats
     t = config.teacher
     sums = pending.feedback.replace(misses=None)
-    tables = list(tables)
-    for i, teacher in enumerate(teachers):
+    items = []
+    for i in range(len(tables)):
         keys = pending.keys[i]  # only this seed's valid rows (the first n): padding never reaches the teacher
         fb = seed_slice(sums, i, len(keys))
         oracle, has = oracle_of(books[i], keys, tables[i].num_actions)
         w = targets(fb, t.signal, t.min_count, baseline=t.baseline, noise_floor=t.noise_floor)
         stats[i]["feedback_oracle_corr"] = feedback_oracle_corr(w, np.asarray(fb.count), oracle, has)
-        if not learns_from(config, pending, i):
-            continue
-        out = dict(teacher.update(fb, keys) or {})
-        stats[i].update(teacher_loss=out.get("loss", nan), teacher_kl=out.get("kl", nan))
-        stats[i]["teacher_learned"] = int(out.get("steps", 0) > 0)
-        top = most_visited(keys, np.asarray(fb.visits), t.rescore_budget)
-        if len(top):
-            tables[i] = hn.merge(tables[i], *teacher.rescore(top), grow=True)
+        items.append((fb, keys) if learns_from(config, pending, i) else None)
+    tables = list(tables)
+    if any(item is not None for item in items):
+        out = teachers.update(items)
+        for i, item in enumerate(items):
+            if item is not None:
+                stats[i].update(teacher_loss=out[i].get("loss", nan), teacher_kl=out[i].get("kl", nan))
+                stats[i]["teacher_learned"] = int(out[i].get("steps", 0) > 0)
+        # re-score the most visited situations of the seeds whose teacher changed
+        none = np.zeros((0, 2), np.uint32)
+        top = [most_visited(item[1], np.asarray(item[0].visits), t.rescore_budget) if stats[i]["teacher_learned"] else none
+               for i, item in enumerate(items)]  # fmt: skip
+        if any(len(k) for k in top):
+            for i, rows in enumerate(teachers.rescore(top)):
+                if len(rows[0]):
+                    tables[i] = hn.merge(tables[i], *rows, grow=True)
     tables, _ = score_misses(tables, books, teachers, pending.feedback.misses)
     return tables, stats
 
@@ -177,10 +245,10 @@ def save(directory: str, tables: list, books: list, teachers: list, pending: Pen
         np.savez(f, **arrays)
     if pending is not None:
         save_pending(os.path.join(directory, "pending.npz"), pending)
-    for i, teacher in enumerate(teachers):
+    for i in range(len(teachers)):
         d = os.path.join(directory, f"teacher-{i}")
         os.makedirs(d)
-        teacher.save(d)
+        teachers.save(i, d)
 
 
 def load(directory: str, teachers: list, feedback_like=None) -> tuple[list, list, Pending | None]:
@@ -196,8 +264,8 @@ def load(directory: str, teachers: list, feedback_like=None) -> tuple[list, list
     pending = None
     if feedback_like is not None:
         pending = load_pending(os.path.join(directory, "pending.npz"), feedback_like)
-    for i, teacher in enumerate(teachers):
-        teacher.load(os.path.join(directory, f"teacher-{i}"))
+    for i in range(len(teachers)):
+        teachers.load(i, os.path.join(directory, f"teacher-{i}"))
     return tables, books, pending
 
 

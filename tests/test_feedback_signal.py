@@ -178,8 +178,8 @@ def test_pure_noise_feedback_leaves_the_teachers_agreement_put(situations):
     keys, missions, percepts, oracle = situations
     c = cfg.resolve(cfg.default_config())
 
-    def agreement(teacher):
-        _, probs = teacher.score(keys, missions, percepts)
+    def agreement(teachers):
+        probs = teachers.score([(keys, missions, percepts, None)])[0][1]
         return float(oracle[np.arange(len(keys)), probs.argmax(1)].mean())
 
     rng = np.random.default_rng(3)
@@ -189,11 +189,11 @@ def test_pure_noise_feedback_leaves_the_teachers_agreement_put(situations):
     floors = {"default": c.teacher, "none": dataclasses.replace(c.teacher, noise_floor=0.0)}
     moved, sizes = {}, {}
     for name, tc in floors.items():
-        teacher = teaching.make_teacher(tc, seed=0)
-        before = agreement(teacher)
+        teachers = teaching.make_teachers(c.replace(teacher=tc, num_seeds=1))
+        before = agreement(teachers)
         sizes[name] = np.abs(targets(noise(), tc.signal, tc.min_count, baseline=tc.baseline, noise_floor=tc.noise_floor)).max()
         for _ in range(10):
-            teacher.update(noise(), keys)
-        moved[name] = abs(agreement(teacher) - before)
+            teachers.update([(noise(), keys)])
+        moved[name] = abs(agreement(teachers) - before)
     assert moved["default"] <= 0.05, moved
     assert sizes["default"] < 0.5 < sizes["none"], sizes

@@ -1,0 +1,107 @@
+"""The JAX GPT-2 teachers stacked over seeds against the torch ``HFTeacher`` (the reference):
+scores, a fine-tuning update, seed independence, checkpoints."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from bidijax.envs import constants as C  # noqa: E402
+from bidijax.feedback import Feedback  # noqa: E402
+from bidijax.teacher import HFTeacher  # noqa: E402
+from bidijax.teacher.batched import GPT2Teachers  # noqa: E402
+from bidijax.teacher.finetune import FinetuneConfig  # noqa: E402
+from test_teacher_hf import make_situations, models  # noqa: E402, F401  (module-scoped model fixture)
+
+A = C.NUM_ACTIONS
+FT = FinetuneConfig(steps=2, batch_size=16, micro_batch_size=8)
+
+
+def feedback_for(n, seed=0):
+    rng = np.random.default_rng(seed)
+    count = rng.integers(0, 3, (n, A)).astype(np.float32)
+    adv = rng.normal(scale=0.3, size=(n, A)).astype(np.float32) * count
+    z = np.zeros_like(count)
+    return Feedback(td_sum=z, td_sumsq=z, adv_sum=adv, adv_sumsq=adv**2, count=count, visits=count.sum(1))
+
+
+@pytest.fixture(scope="module")
+def situations():
+    return make_situations(40, seed=3)
+
+
+@pytest.mark.parametrize("which", ["default", "causal"])
+def test_scores_match_the_torch_teacher(models, situations, which):
+    path = "default" if which == "default" else models["paths"]["causal"]
+    keys, missions, percepts = situations
+    want = HFTeacher(path).score(keys, missions, percepts)[1]
+    group = GPT2Teachers(path, seeds=[0, 1], chunk=16)
+    got = group.score([(keys, missions, percepts), (keys[:5], missions[:5], _first(percepts, 5))])
+    np.testing.assert_allclose(got[0][1], want, atol=1e-4)
+    np.testing.assert_allclose(got[1][1], want[:5], atol=1e-4)
+
+
+def _first(tree, n):
+    import jax
+
+    return jax.tree.map(lambda x: x[:n], tree)
+
+
+def test_update_matches_the_torch_teacher_and_seeds_are_independent(situations):
+    keys, missions, percepts = situations
+    fb = feedback_for(len(keys))
+    torch_teacher = HFTeacher("default", seed=1, finetune=FT)
+    torch_teacher.score(keys, missions, percepts)
+    torch_stats = torch_teacher.update(fb, keys)
+    want = torch_teacher.rescore(keys)[1]
+
+    pair = GPT2Teachers("default", seeds=[0, 1], finetune=FT, chunk=16)
+    pair.score([(keys, missions, percepts)] * 2)
+    other = feedback_for(len(keys), seed=9)  # seed 0 learns from other feedback
+    stats = pair.update([(other, keys), (fb, keys)])
+    got = pair.rescore([keys, keys])
+    assert stats[1]["steps"] == torch_stats["steps"] == 2 and pair.versions == [1, 1]
+    assert stats[1]["loss"] == pytest.approx(torch_stats["loss"], rel=1e-3, abs=1e-5)
+    np.testing.assert_allclose(got[1][1], want, atol=1e-4)  # same draws, same objective as torch
+
+    alone = GPT2Teachers("default", seeds=[1], finetune=FT, chunk=16)
+    alone.score([(keys, missions, percepts)])
+    alone.update([(fb, keys)])
+    np.testing.assert_allclose(alone.rescore([keys])[0][1], got[1][1], atol=1e-6)
+    assert not np.allclose(got[0][1], got[1][1], atol=1e-3)  # the seeds' teachers differ
+
+
+def test_seed_without_signal_is_left_exactly_as_it_was(situations):
+    keys, missions, percepts = situations
+    pair = GPT2Teachers("default", seeds=[0, 1], finetune=FT, chunk=16)
+    pair.score([(keys, missions, percepts)] * 2)
+    before = pair.rescore([keys, keys])
+    zero = feedback_for(len(keys))
+    zero = zero.replace(adv_sum=np.zeros_like(zero.adv_sum))
+    stats = pair.update([(feedback_for(len(keys)), keys), (zero, keys)])
+    assert stats[1]["steps"] == 0 and pair.versions == [1, 0]
+    np.testing.assert_array_equal(pair.rescore([keys, keys])[1][1], before[1][1])
+
+
+def test_save_load_round_trip_is_exact(situations, tmp_path):
+    keys, missions, percepts = situations
+    fb = feedback_for(len(keys))
+    a = GPT2Teachers("default", seeds=[4], finetune=FT, chunk=16)
+    a.score([(keys, missions, percepts)])
+    a.update([(fb, keys)])
+    a.save(0, str(tmp_path / "t"))
+    b = GPT2Teachers("default", seeds=[4], finetune=FT, chunk=16)
+    b.load(0, str(tmp_path / "t"))
+    assert b.versions == a.versions and b.prompts == a.prompts
+    for x, y in zip(a.update([(fb, keys)]), b.update([(fb, keys)])):
+        assert x["loss"] == y["loss"]
+    np.testing.assert_array_equal(a.rescore([keys])[0][1], b.rescore([keys])[0][1])
+    # the weights are a Hugging Face checkpoint: the torch teacher reads them
+    t = HFTeacher("default")
+    from safetensors.torch import load_model
+
+    load_model(t.model, str(tmp_path / "t" / "model.safetensors"))
+    assert not np.allclose(t.score(keys, missions, percepts)[1], HFTeacher("default").score(keys, missions, percepts)[1])
+    with pytest.raises(ValueError, match="cannot load the teacher state"):
+        b.load(0, str(tmp_path / "nothing"))
