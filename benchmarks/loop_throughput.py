@@ -14,6 +14,10 @@ config with random weights: speed only):
 2. Lamorel-style baseline: the same teacher scores the prompt of every step (no cache), batched
    over the environments of a step as Lamorel does; its frames/s is prompts scored per second.
    Reported: bidijax steady frames/s / Lamorel-style frames/s.
+3. ``--turn-seeds 1,16``: the teachers' turn (``teacher_s``: fine-tune, re-score, score misses)
+   of the default teacher against the number of seeds, for each ``--backends`` (``jax``: every
+   seed in one vmapped program; ``torch``: one ``HFTeacher`` per seed), in a bidirectional run at
+   ``--preset``: median over the iterations after ``--skip``, and its ratio to one seed's.
 
 Run: ``python benchmarks/loop_throughput.py`` (about 10 minutes on 2 CPU cores).
 """
@@ -99,6 +103,30 @@ def lamorel_style(model: str, prompts: list[str], num_prompts: int, batch: int) 
     return num_prompts / (time.perf_counter() - t0)
 
 
+def turn_scaling(args, base: cfg.TrainConfig) -> None:
+    """Median teacher turn per iteration against seeds and backends (see the module docstring)."""
+    seeds = [int(x) for x in args.turn_seeds.split(",")]
+    backends = args.backends.split(",")
+    states, loops, times = {}, {}, {}
+    for backend in backends:
+        for n in seeds:
+            teacher = cfg.TeacherConfig(name="default", backend=backend)
+            loops[backend, n] = Loop(base.replace(num_seeds=n, teacher=teacher, eval_every=10**6))
+            states[backend, n], _ = loops[backend, n].warmup(loops[backend, n].init())
+            times[backend, n] = []
+    for _ in range(args.iterations):  # interleaved: machine noise hits every configuration alike
+        for key, loop in loops.items():
+            states[key], rows = loop.step(states[key])
+            times[key].append(rows[0]["teacher_s"])
+    print("| backend | seeds | teacher turn per iteration (s) | / 1 seed |")
+    print("|---|---|---|---|")
+    for backend in backends:
+        one = statistics.median(times[backend, seeds[0]][args.skip:])
+        for n in seeds:
+            t = statistics.median(times[backend, n][args.skip:])
+            print(f"| {backend} | {n} | {t:.2f} | {t / one:.1f}x |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="large", choices=sorted(cfg.PRESETS))
@@ -110,6 +138,8 @@ def main() -> None:
     p.add_argument("--lamorel-batch", type=int, default=2, help="prompts per LM call (Lamorel's example: 2 envs)")
     p.add_argument("--teachers", default="default,flan-t5-small-shaped")
     p.add_argument("--arms", default="bidirectional,overlap", help=f"compared with the ppo arm: some of {CHOICES}")
+    p.add_argument("--turn-seeds", default="", help="e.g. 1,16: measure the teachers' turn against seeds instead")
+    p.add_argument("--backends", default="jax,torch", help="teacher backends for --turn-seeds")
     args = p.parse_args()
     names = [a for a in args.arms.split(",") if a]
     bad = [a for a in names if a not in ARMS or a == "ppo"]
@@ -120,6 +150,9 @@ def main() -> None:
     base = cfg.with_preset(cfg.TrainConfig(num_seeds=args.seeds), args.preset, steps)
     print(f"preset {args.preset}: {base.ppo.num_envs} envs x {base.ppo.num_steps} steps x {args.seeds} seed(s) "
           f"= {base.ppo.frames_per_update * args.seeds:,} frames per iteration; {args.iterations} iterations")
+    if args.turn_seeds:
+        turn_scaling(args, base)
+        return
     tmp = tempfile.mkdtemp()
     try:
         rows = []

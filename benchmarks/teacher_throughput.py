@@ -74,7 +74,7 @@ def random_feedback(n: int, seed: int = 0) -> Feedback:
     count[np.arange(n), (first + rng.integers(1, 3, n)) % 3] = 1.0
     adv = count * rng.normal(size=count.shape).astype(np.float32)
     zero = np.zeros_like(count)
-    return Feedback(td_sum=zero, td_sumsq=zero, adv_sum=adv, adv_sumsq=adv**2, count=count, visits=count.sum(1))
+    return Feedback(td_sum=zero, adv_sum=adv, count=count, visits=count.sum(1))
 
 
 def best_time(fn, repeats: int, warm) -> float:

@@ -37,17 +37,16 @@ def _fail(prog: str, err: Exception) -> int:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    base = cfg.TrainConfig()
-    groups = [("", base, parser)]
-    for f in dataclasses.fields(base):
-        v = getattr(base, f.name)
-        if dataclasses.is_dataclass(v):
-            groups.append((f"{f.name}.", v, parser.add_argument_group(f"{f.name} options")))
-    for prefix, obj, group in groups:
+    """One flag per field of the config tree: ``--iterations``, ``--ppo.lr``, ``--teacher.finetune.lr``."""
+
+    def add(prefix: str, obj, group) -> None:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value) or (prefix == "ppo." and f.name in ("hint_mode", "num_updates")):
-                continue  # nested groups; set by the run (--hint-mode, --iterations)
+            if dataclasses.is_dataclass(value):
+                add(f"{prefix}{f.name}.", value, parser.add_argument_group(f"{prefix}{f.name} options"))
+                continue
+            if prefix == "ppo." and f.name in ("hint_mode", "num_updates"):
+                continue  # set by the run (--hint-mode, --iterations)
             flags = [f"--{prefix}{f.name.replace('_', '-')}"]
             if f.name == "env_id":
                 flags.append("--env")
@@ -59,15 +58,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             help_default = f"(default: {value!r})" if prefix != "ppo." else "(default: from --preset)"
             group.add_argument(*flags, help=help_default, **kw)
 
+    add("", cfg.TrainConfig(), parser)
+
 
 def _nested(flat: dict) -> dict:
     out: dict = {}
     for key, value in flat.items():
-        if "." in key:
-            head, tail = key.split(".", 1)
-            out.setdefault(head, {})[tail] = value
-        else:
-            out[key] = value
+        *heads, tail = key.split(".")
+        node = out
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[tail] = value
     return out
 
 

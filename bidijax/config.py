@@ -1,7 +1,8 @@
 """The typed configuration of a training run (``bidijax train``): one dataclass tree.
 
 ``TrainConfig`` holds the run (environment, arm, seeds, iterations, checkpoints), the student's
-``PPOConfig`` (``ppo``) and the teacher's ``TeacherConfig`` (``teacher``). ``PRESETS`` name
+``PPOConfig`` (``ppo``) and the teacher's ``TeacherConfig`` (``teacher``, with its fine-tuning
+settings nested as ``teacher.finetune``: ``bidijax.teacher.finetune.FinetuneConfig``). ``PRESETS`` name
 ready-made student batch shapes; ``resolve`` applies a preset, nested overrides and the arm's
 hint mode, and checks everything, raising one-line ``ValueError``s. Configs round-trip through
 plain dicts (``to_dict`` / ``from_dict``) for ``config.json`` and YAML/JSON config files.
@@ -14,6 +15,7 @@ import json
 from typing import Any
 
 from .student.config import PPOConfig
+from .teacher.finetune import FinetuneConfig
 
 #: ``ppo``: no teacher; ``one_way``: teacher hints, the teacher never changes;
 #: ``bidirectional``: hints, and the teacher is fine-tuned on the student's feedback;
@@ -35,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-    """Which teacher, how it scores, and how it is fine-tuned from the student's feedback.
+    """Which teacher, how it scores, where it computes, and how it learns (``finetune``).
 
     ``name``: ``default`` (the model shipped with bidijax), a Hugging Face hub id or local model
     directory, or a scripted teacher (``oracle``, ``noisy_oracle`` with ``eps``, ``uniform``).
@@ -45,31 +47,16 @@ class TeacherConfig:
     eps: float = 0.2  # noisy_oracle: probability that a situation's hint is uniform
     temperature: float = 1.0
     length_norm: bool = False
-    score_batch_size: int = 64
-    lr: float = 3e-4  # fine-tuning (bidirectional and teacher_only arms)
-    steps: int = 2
-    batch_size: int = 64
-    micro_batch_size: int = 32  # distinct situations per forward/backward pass (gradients accumulated)
-    kl_coef: float = 0.1
-    min_count: float = 2.0
-    signal: str = "advantage"  # or "td": the feedback statistic the teacher learns from
-    lora_rank: int = 0
-    rescore_budget: int = 256  # most-visited situations re-scored after each teacher update
-    torch_threads: int = 1  # torch CPU threads (0: torch's default); 1 is fastest for small teachers
+    #: Lamorel's scoring: the action string's end-of-sequence token is scored too
+    score_eos: bool = False
+    score_batch_size: int = 64  # prompts per scoring call
     #: where a language-model teacher computes: ``jax`` (every seed's GPT-2 in one jitted,
     #: vmapped program), ``torch`` (one ``HFTeacher`` per seed; any model, LoRA) or ``auto``
     #: (``jax`` for GPT-2 models without LoRA, else ``torch``)
     backend: str = "auto"
-    #: Lamorel's scoring: the action string's end-of-sequence token is scored too
-    score_eos: bool = False
-    #: how feedback becomes targets (``teacher.finetune.targets``): ``none`` (one mean over all
-    #: entries) or ``situation`` (each situation's own mean), and an absolute noise floor
-    baseline: str = "situation"
-    noise_floor: float = 0.05
-    #: the teacher learns from an update's feedback only after ``start_iteration`` updates and
-    #: when the critic's explained variance in that update is at least ``min_explained_variance``
-    start_iteration: int = 0
-    min_explained_variance: float = -1e9
+    torch_threads: int = 1  # torch CPU threads (0: torch's default); 1 is fastest for small teachers
+    #: fine-tuning from the student's feedback (bidirectional and teacher_only arms)
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     @property
     def scripted(self) -> bool:
@@ -156,20 +143,15 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.seed < 0:
         raise ValueError(f"seed={config.seed} must be >= 0")
     t = config.teacher
-    _check_choice("teacher signal", t.signal, ("advantage", "td"))
-    _check_choice("teacher baseline", t.baseline, ("none", "situation"))
     _check_choice("teacher backend", t.backend, ("auto", "jax", "torch"))
     if not 0.0 <= t.eps <= 1.0:
         raise ValueError(f"teacher eps={t.eps} must lie in [0, 1]")
-    for name in ("score_batch_size", "batch_size", "micro_batch_size", "steps"):
-        if getattr(t, name) < 1:
-            raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 1")
-    for name in ("temperature", "lr"):
-        if not getattr(t, name) > 0:
-            raise ValueError(f"teacher {name}={getattr(t, name)} must be > 0")
-    for name in ("kl_coef", "min_count", "lora_rank", "rescore_budget", "torch_threads", "noise_floor", "start_iteration"):
-        if getattr(t, name) < 0:
-            raise ValueError(f"teacher {name}={getattr(t, name)} must be >= 0")
+    if t.score_batch_size < 1:
+        raise ValueError(f"teacher score_batch_size={t.score_batch_size} must be >= 1")
+    if not 0 < t.temperature < float("inf"):
+        raise ValueError(f"teacher temperature={t.temperature} must be a finite number > 0")
+    if t.torch_threads < 0:
+        raise ValueError(f"teacher torch_threads={t.torch_threads} must be >= 0")
     mode = arm_hint_mode(config.arm, config.hint_mode)
     # schedules (beta, learning rate) span the run; PPOConfig checks batch shapes in __post_init__
     ppo = config.ppo.replace(hint_mode=mode, num_updates=config.iterations)
@@ -192,14 +174,22 @@ def to_dict(config) -> dict:
 
 
 def _replace_checked(obj, changes: dict, where: str):
+    """``obj`` with ``changes`` (a possibly nested dict), each value coerced to its field's type."""
     names = {f.name for f in dataclasses.fields(obj)}
     unknown = sorted(set(changes) - names)
     if unknown:
         raise ValueError(f"unknown {where} option {unknown[0]!r}; allowed: {', '.join(sorted(names))}")
     typed = {}
     for f in dataclasses.fields(obj):
-        if f.name in changes:
-            typed[f.name] = _coerce(changes[f.name], type(getattr(obj, f.name)), f"{where}.{f.name}")
+        if f.name not in changes:
+            continue
+        current, value = getattr(obj, f.name), changes[f.name]
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{f.name} must be a mapping, got {type(value).__name__}")
+            typed[f.name] = _replace_checked(current, value, f"{where}.{f.name}")
+        else:
+            typed[f.name] = _coerce(value, type(current), f"{where}.{f.name}")
     return dataclasses.replace(obj, **typed)
 
 

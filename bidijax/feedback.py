@@ -2,8 +2,7 @@
 
 For every real step of a rollout the student's critic gives a TD error
 ``r + gamma * V(s') * (1 - terminal) - V(s)`` and a GAE advantage. ``aggregate`` sums them per
-(table row, action) with ``segment_sum`` into small ``[K, A]`` arrays (sums, sums of squares,
-counts) plus per-row visit counts; only these leave the device.
+(table row, action) with ``segment_sum`` into small ``[K, A]`` arrays (sums and counts) plus per-row visit counts; only these leave the device.
 """
 
 from __future__ import annotations
@@ -16,18 +15,10 @@ from typing import Any
 
 class Feedback(struct.PyTreeNode):
     td_sum: jax.Array  # float32[K, A]
-    td_sumsq: jax.Array  # float32[K, A]
     adv_sum: jax.Array  # float32[K, A]
-    adv_sumsq: jax.Array  # float32[K, A]
     count: jax.Array  # float32[K, A]: real steps with that (situation, action)
     visits: jax.Array  # float32[K]: real steps in that situation
     misses: Any = None  # hints.MissBuffer of the update, when the student reads a table
-
-    def mean_td(self) -> jax.Array:
-        return self.td_sum / jnp.maximum(self.count, 1.0)
-
-    def mean_advantage(self) -> jax.Array:
-        return self.adv_sum / jnp.maximum(self.count, 1.0)
 
 
 def aggregate(rows, actions, td, adv, mask, capacity: int, num_actions: int) -> Feedback:
@@ -45,14 +36,8 @@ def aggregate(rows, actions, td, adv, mask, capacity: int, num_actions: int) -> 
     count = s(jnp.ones_like(td))
     return Feedback(
         td_sum=s(td),
-        td_sumsq=s(td * td),
         adv_sum=s(adv),
-        adv_sumsq=s(adv * adv),
         count=count,
         visits=count.sum(axis=1),
     )
 
-
-def combine(a: Feedback, b: Feedback) -> Feedback:
-    """Feedback of two chunks together (same table)."""
-    return jax.tree.map(jnp.add, a, b)

@@ -84,7 +84,7 @@ def backend_of(tc: cfg.TeacherConfig) -> str:
     """``torch`` or ``jax`` for a learning LM teacher (``auto``: JAX for GPT-2 models without LoRA)."""
     if tc.backend != "auto":
         return tc.backend
-    if tc.lora_rank:
+    if tc.finetune.lora_rank:
         return "torch"
     from .teacher.hf import resolve_model
 
@@ -110,16 +110,10 @@ def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS):
         return PerSeed([ScriptedTeacher(tc.name, eps=eps, seed=s, num_actions=num_actions) for s in config.seeds])
     import torch
 
-    from .teacher.finetune import FinetuneConfig
-
     if tc.torch_threads > 0:
         # small models on a CPU shared with XLA: torch's thread pool costs more than it gives
         torch.set_num_threads(tc.torch_threads)
-    finetune = FinetuneConfig(
-        lr=tc.lr, steps=tc.steps, batch_size=tc.batch_size, micro_batch_size=tc.micro_batch_size, kl_coef=tc.kl_coef,
-        min_count=tc.min_count, signal=tc.signal, lora_rank=tc.lora_rank, baseline=tc.baseline,
-        noise_floor=tc.noise_floor,
-    )  # fmt: skip
+    finetune = tc.finetune
     common = dict(
         temperature=tc.temperature, length_norm=tc.length_norm, finetune=finetune,
         action_strings=C.ACTION_STRINGS[:num_actions], score_eos=tc.score_eos,
@@ -180,11 +174,11 @@ def oracle_of(book: dict, keys, num_actions: int) -> tuple[np.ndarray, np.ndarra
 
 def learns_from(config: cfg.TrainConfig, pending: Pending, i: int) -> bool:
     """Whether seed ``i``'s teacher fine-tunes on ``pending`` (arm, start iteration, critic fit)."""
-    t = config.teacher
+    f = config.teacher.finetune
     return (
         config.teacher_learns
-        and pending.update > t.start_iteration
-        and pending.explained_variance[i] >= t.min_explained_variance
+        and pending.update > f.start_iteration
+        and pending.explained_variance[i] >= f.min_explained_variance
     )
 
 
@@ -199,7 +193,7 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
     stats = [dict(teacher_loss=nan, teacher_kl=nan, teacher_learned=0, feedback_oracle_corr=nan) for _ in tables]
     if not len(teachers) or pending is None:
         return list(tables), stats
-    t = config.teacher
+    t = config.teacher.finetune
     sums = pending.feedback.replace(misses=None)
     items = []
     for i in range(len(tables)):

@@ -72,7 +72,7 @@ def feedback_of(data: dict, actions: np.ndarray, adv: np.ndarray) -> tuple[np.nd
     np.add.at(adv_sum, (row, actions), adv)
     td = np.zeros((K, A), np.float32)
     fb = Feedback(
-        td_sum=td, td_sumsq=td, adv_sum=adv_sum, adv_sumsq=np.abs(adv_sum), count=count, visits=count.sum(1)
+        td_sum=td, adv_sum=adv_sum, count=count, visits=count.sum(1)
     )
     return data["keys"][first], fb
 

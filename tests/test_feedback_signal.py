@@ -25,7 +25,7 @@ A = C.NUM_ACTIONS
 def feedback(adv_sum, count):
     adv_sum, count = np.asarray(adv_sum, np.float32), np.asarray(count, np.float32)
     z = np.zeros_like(count)
-    return Feedback(td_sum=z, td_sumsq=z, adv_sum=adv_sum, adv_sumsq=z, count=count, visits=count.sum(1))
+    return Feedback(td_sum=z, adv_sum=adv_sum, count=count, visits=count.sum(1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +129,8 @@ def test_teacher_starts_after_start_iteration_and_a_fitting_critic():
     c = cfg.resolve(cfg.default_config())
     pending = lambda update, ev: teaching.Pending(None, [], np.asarray(ev), update)
     assert teaching.learns_from(c, pending(1, [-5.0]), 0)  # defaults: from the first update on
-    late = c.replace(teacher=dataclasses.replace(c.teacher, start_iteration=10, min_explained_variance=0.2))
+    ft = dataclasses.replace(c.teacher.finetune, start_iteration=10, min_explained_variance=0.2)
+    late = c.replace(teacher=dataclasses.replace(c.teacher, finetune=ft))
     assert not teaching.learns_from(late, pending(10, [0.9]), 0)
     assert not teaching.learns_from(late, pending(11, [0.1]), 0)
     assert teaching.learns_from(late, pending(11, [0.1, 0.3]), 1)
@@ -185,11 +186,11 @@ def test_pure_noise_feedback_leaves_the_teachers_agreement_put(situations):
     rng = np.random.default_rng(3)
     count = rng.integers(0, 4, (len(keys), A)).astype(np.float32)
     noise = lambda: feedback(rng.normal(scale=0.01, size=count.shape) * count, count)
-    assert c.teacher.noise_floor > 0
-    floors = {"default": c.teacher, "none": dataclasses.replace(c.teacher, noise_floor=0.0)}
+    assert c.teacher.finetune.noise_floor > 0
+    floors = {"default": c.teacher.finetune, "none": dataclasses.replace(c.teacher.finetune, noise_floor=0.0)}
     moved, sizes = {}, {}
     for name, tc in floors.items():
-        teachers = teaching.make_teachers(c.replace(teacher=tc, num_seeds=1))
+        teachers = teaching.make_teachers(c.replace(teacher=dataclasses.replace(c.teacher, finetune=tc), num_seeds=1))
         before = agreement(teachers)
         sizes[name] = np.abs(targets(noise(), tc.signal, tc.min_count, baseline=tc.baseline, noise_floor=tc.noise_floor)).max()
         for _ in range(10):

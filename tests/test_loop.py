@@ -1,5 +1,6 @@
 """The bi-directional loop and ``bidijax train``: arms end to end, resume, seeds, CLI, plot, render."""
 
+import dataclasses
 import math
 import os
 import signal
@@ -17,12 +18,12 @@ from bidijax.envs import constants as C
 from bidijax.loop import TIMING_COLUMNS, train
 
 TINY_PPO = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=1, hidden=16, miss_buffer_size=128)
-TINY_TEACHER = dict(steps=1, batch_size=16, rescore_budget=16, score_batch_size=32)
+TINY_FINETUNE = dict(steps=1, batch_size=16, rescore_budget=16)
 
 
 def tiny(arm="one_way", teacher="oracle", **kw) -> cfg.TrainConfig:
     base = cfg.with_preset(cfg.TrainConfig(), "default", TINY_PPO)
-    t = base.teacher.__class__(name=teacher, **TINY_TEACHER)
+    t = cfg.TeacherConfig(name=teacher, score_batch_size=32, finetune=cfg.FinetuneConfig(**TINY_FINETUNE))
     return base.replace(arm=arm, teacher=t, iterations=2, num_seeds=2, table_capacity=16, checkpoint_every=1, **kw)
 
 
@@ -30,7 +31,8 @@ def cli_flags(c: cfg.TrainConfig) -> list[str]:
     flags = [f"--arm={c.arm}", f"--teacher={c.teacher.name}", f"--iterations={c.iterations}"]
     flags += [f"--num-seeds={c.num_seeds}", f"--table-capacity={c.table_capacity}", f"--checkpoint-every={c.checkpoint_every}"]
     flags += [f"--ppo.{k.replace('_', '-')}={v}" for k, v in TINY_PPO.items()]
-    flags += [f"--teacher.{k.replace('_', '-')}={v}" for k, v in TINY_TEACHER.items()]
+    flags += [f"--teacher.finetune.{k.replace('_', '-')}={v}" for k, v in TINY_FINETUNE.items()]
+    flags += ["--teacher.score-batch-size=32"]
     return flags
 
 
@@ -283,7 +285,7 @@ def test_torch_and_jax_teachers_give_the_same_run(runs, tmp_path):
     _, state, jax_rows = runs["bidirectional"]
     assert type(state.teachers).__name__ == "GPT2Teachers"
     c = tiny("bidirectional", "default")
-    c = c.replace(teacher=c.teacher.__class__(**{**cfg.to_dict(c)["teacher"], "backend": "torch"}))
+    c = c.replace(teacher=dataclasses.replace(c.teacher, backend="torch"))
     state, torch_rows = train(c, str(tmp_path / "torch"))
     assert type(state.teachers).__name__ == "PerSeed"
     for a, b in zip(jax_rows, torch_rows):

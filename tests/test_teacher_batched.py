@@ -23,7 +23,7 @@ def feedback_for(n, seed=0):
     count = rng.integers(0, 3, (n, A)).astype(np.float32)
     adv = rng.normal(scale=0.3, size=(n, A)).astype(np.float32) * count
     z = np.zeros_like(count)
-    return Feedback(td_sum=z, td_sumsq=z, adv_sum=adv, adv_sumsq=adv**2, count=count, visits=count.sum(1))
+    return Feedback(td_sum=z, adv_sum=adv, count=count, visits=count.sum(1))
 
 
 @pytest.fixture(scope="module")

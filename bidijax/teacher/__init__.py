@@ -1,7 +1,8 @@
 """Teachers: language models (torch + transformers) that give the student action hints.
 
 ``HFTeacher`` scores the BabyAI-Text action strings of situations with a Hugging Face model
-(loaded on first access: importing this package does not import torch). ``default_model_path()``
+(torch); ``GPT2Teachers`` runs every seed's GPT-2 teacher in one JAX program. Everything loads
+on first access: importing this package imports neither JAX nor torch. ``default_model_path()``
 is the small causal LM shipped with the package (``HFTeacher("default")`` loads it).
 ``oracle``, ``noisy_oracle(eps)`` and ``uniform`` are scripted teachers (``scripted``) for ablations.
 The JAX layers never import this package.
@@ -9,9 +10,13 @@ The JAX layers never import this package.
 
 from __future__ import annotations
 
+import importlib
 import os
 
-from .scripted import ScriptedTeacher, noisy_oracle, oracle, uniform
+_LAZY = {
+    "HFTeacher": "hf", "GPT2Teachers": "batched", "ScriptedTeacher": "scripted", "noisy_oracle": "scripted",
+    "oracle": "scripted", "uniform": "scripted",
+}  # fmt: skip
 
 
 def default_model_path() -> str:
@@ -20,11 +25,9 @@ def default_model_path() -> str:
 
 
 def __getattr__(name: str):
-    if name == "HFTeacher":
-        from .hf import HFTeacher
-
-        return HFTeacher
+    if name in _LAZY:  # JAX, torch and transformers load on first use
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["HFTeacher", "ScriptedTeacher", "default_model_path", "noisy_oracle", "oracle", "uniform"]
+__all__ = ["GPT2Teachers", "HFTeacher", "ScriptedTeacher", "default_model_path", "noisy_oracle", "oracle", "uniform"]

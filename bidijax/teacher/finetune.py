@@ -43,18 +43,21 @@ BASELINES = ("none", "situation")
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    """How an ``HFTeacher`` learns from feedback (see the module docstring for the objective).
+    """How a teacher learns from the student's feedback (``TeacherConfig.finetune``; the objective
+    is in the module docstring). Torch-free: part of ``bidijax.config``'s tree.
 
-    ``lr``, ``weight_decay``: AdamW. ``steps``: optimiser steps per ``update``, each on
-    ``batch_size`` situations. ``kl_coef``: weight of the KL penalty to the reference.
-    ``min_count``: an entry seen ``n`` times weighs ``n / (n + min_count)``. ``signal``: the
-    feedback statistic, ``"advantage"`` (GAE) or ``"td"`` (TD error). ``max_grad_norm``: gradient
-    clipping (0: off). ``lora_rank``: 0 fine-tunes all weights; > 0 trains LoRA adapters of that
-    rank instead (needs ``peft``: ``pip install bidijax[lora]``). ``micro_batch_size``: distinct
-    situations per forward/backward pass (a situation drawn ``m`` times in a step is computed once
-    and weighs ``m``); a step accumulates the gradients of its micro-batches (same loss,
-    memory bounded by the micro-batch: a 77M-parameter T5 at batch 256 in one pass needs > 22 GB).
-    ``baseline`` and ``noise_floor``: how ``targets`` centres and scales the signal.
+    ``lr``, ``weight_decay``: AdamW. ``steps``: optimiser steps per update, each on
+    ``batch_size`` situations drawn in proportion to their visits. ``kl_coef``: weight of the KL
+    penalty to the reference. ``min_count``: an entry seen ``n`` times weighs ``n / (n +
+    min_count)``. ``signal``: the feedback statistic, ``"advantage"`` (GAE) or ``"td"`` (TD
+    error). ``baseline`` and ``noise_floor``: how ``targets`` centres and scales it.
+    ``max_grad_norm``: gradient clipping (0: off). ``lora_rank``: 0 fine-tunes all weights; > 0
+    trains LoRA adapters of that rank instead (torch backend; needs ``peft``).
+    ``micro_batch_size``: distinct situations per forward/backward pass of the torch backend
+    (gradients accumulated: the same loss, memory bounded by the micro-batch).
+    ``rescore_budget``: most visited situations re-scored after an update. ``start_iteration``
+    and ``min_explained_variance``: the teacher learns from an update's feedback only after that
+    many student updates, and when the critic's explained variance in it is at least that.
     """
 
     lr: float = 3e-4
@@ -63,30 +66,42 @@ class FinetuneConfig:
     kl_coef: float = 0.1
     min_count: float = 2.0
     signal: str = "advantage"
+    baseline: str = "situation"
+    noise_floor: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     lora_rank: int = 0
     micro_batch_size: int = 32
-    baseline: str = "situation"
-    noise_floor: float = 0.05
+    rescore_budget: int = 256
+    start_iteration: int = 0
+    min_explained_variance: float = -1e9
 
     def __post_init__(self):
-        if self.baseline not in BASELINES:
-            raise ValueError(f"finetune baseline={self.baseline!r} is not allowed; use one of {', '.join(BASELINES)}")
-        if self.signal not in SIGNALS:
-            raise ValueError(f"finetune signal={self.signal!r} is not allowed; use one of {', '.join(SIGNALS)}")
+        _choice("signal", self.signal, SIGNALS)
+        _choice("baseline", self.baseline, BASELINES)
         for name in ("steps", "batch_size", "micro_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"finetune {name}={value!r} is not allowed; use an integer >= 1")
-        if not isinstance(self.lora_rank, (int, np.integer)) or self.lora_rank < 0:
-            raise ValueError(f"finetune lora_rank={self.lora_rank!r} is not allowed; use an integer >= 0 (0: no LoRA)")
-        if not self.lr > 0:
-            raise ValueError(f"finetune lr={self.lr!r} is not allowed; use a number > 0")
+            _number(name, getattr(self, name), 1, integer=True)
+        for name in ("lora_rank", "rescore_budget", "start_iteration"):
+            _number(name, getattr(self, name), 0, integer=True)
+        _number("lr", self.lr, 0, strict=True)
         for name in ("kl_coef", "min_count", "weight_decay", "max_grad_norm", "noise_floor"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"finetune {name}={value!r} is not allowed; use a number >= 0")
+            _number(name, getattr(self, name), 0)
+        _number("min_explained_variance", self.min_explained_variance, -float("inf"))
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"finetune {name}={value!r} is not allowed; use one of {', '.join(allowed)}")
+
+
+def _number(name: str, value, low, integer: bool = False, strict: bool = False) -> None:
+    """One-line error unless ``value`` is a finite number >= ``low`` (> with ``strict``)."""
+    kind = "an integer" if integer else "a finite number"
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) if integer else (
+        isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
+    )
+    if not ok or (value <= low if strict else value < low):
+        raise ValueError(f"finetune {name}={value!r} is not allowed; use {kind} {'>' if strict else '>='} {low}")
 
 
 def targets(

@@ -332,9 +332,6 @@ class HFTeacher:
 
     # -- situations ----------------------------------------------------------------------------
 
-    #: a language model needs no oracle actions (see ``scripted.ScriptedTeacher.needs_oracle``)
-    needs_oracle = False
-
     @staticmethod
     def key64(key) -> int:
         """The 64-bit number ``hi << 32 | lo`` of a situation key (pair ``uint32[2]`` or int)."""
@@ -379,9 +376,6 @@ class HFTeacher:
         return keys, out.astype(np.float32)
 
     # -- fine-tuning from the student's feedback -------------------------------------------------
-
-    #: the loop fine-tunes and re-scores teachers that learn (scripted teachers do not)
-    learns = True
 
     @property
     def trained(self) -> bool:

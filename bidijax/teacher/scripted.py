@@ -11,7 +11,7 @@ so teacher quality can be varied exactly, which no language model allows.
 * ``uniform``: the uniform distribution everywhere (a teacher that knows nothing).
 
 Same interface as ``HFTeacher`` (``score``, ``update``, ``rescore``, ``save``, ``load``), but
-scripted teachers do not learn: ``learns`` is False, ``update`` is a no-op and ``rescore`` returns
+scripted teachers do not learn: ``update`` is a no-op and ``rescore`` returns
 no rows (their hints never change, so there is nothing to refresh).
 """
 
@@ -52,10 +52,6 @@ class ScriptedTeacher:
         self.kind, self.eps, self.seed, self.num_actions = kind, float(eps), int(seed), num_actions
         self.version = 0
 
-    @property
-    def needs_oracle(self) -> bool:
-        return self.kind != "uniform"
-
     def score(self, keys, missions=None, percepts=None, oracle=None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``(keys uint32[N, 2], probs float32[N, A])`` for ``hints.merge``.
 
@@ -73,9 +69,6 @@ class ScriptedTeacher:
             noisy = _unit_interval(keys, self.seed) < self.eps
             probs = np.where(noisy[:, None], uniform, probs)
         return keys, probs
-
-    #: scripted teachers never change, so the loop neither fine-tunes nor re-scores them
-    learns = False
 
     def update(self, feedback=None, keys=None) -> dict:
         """Same signature as ``HFTeacher.update``; scripted teachers do not learn: empty statistics."""
