@@ -328,7 +328,7 @@ def section_hints(args, log) -> dict:
         for name, d in per_env.items():
             ro = d["c_dist"].compiled(*d["c_dist"].args)
             n = d["n"]
-            d["misses"] = Job(f"{name} collect_misses N={n}", jax.jit(_misses_of(_config(args, n).miss_buffer_size)), (ro,), n * T)
+            d["misses"] = Job(f"{name} collect_misses N={n}", jax.jit(_misses_of(_config(args, n).miss_buffer_size or n * T)), (ro,), n * T)
             d["aggregate"] = Job(f"{name} feedback.aggregate N={n}", jax.jit(_aggregate_of(args.capacity, d["A"])), (ro,), n * T)
             d["lookup"] = Job(f"{name} hints.lookup x{T} N={n}", jax.jit(_lookups), (d["c_dist"].args[1], ro.traj.key), n * T)
             extra += [d["misses"], d["aggregate"], d["lookup"]]

@@ -79,6 +79,10 @@ class TrainConfig:
     #: teachers work on update t-1's feedback while the student runs update t (hints one
     #: iteration staler; the teacher's time hides behind the student's)
     overlap: bool = False
+    #: score each update's new situations between its rollout and its epochs (one host round
+    #: trip), so the distillation loss and the feedback cover every step, not only the steps
+    #: whose situation was known when the rollout started
+    score_first: bool = True
     #: student-alone evaluation (sampled and greedy) every ``eval_every`` iterations and at the end
     eval_every: int = 5
     eval_episodes: int = 32

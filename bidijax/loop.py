@@ -47,11 +47,11 @@ from .student import EVAL_COLUMNS, PPOConfig, eval_key, make_evaluate, make_trai
 #: metric columns that measure wall-clock time (they differ between otherwise identical runs)
 TIMING_COLUMNS = ("wall_s", "student_s", "teacher_s", "eval_s", "frames_per_s")
 _STUDENT_COLUMNS = (
-    "frames", "episodes", "behaviour_success", "behaviour_return", "behaviour_length", "hint_coverage",
+    "frames", "episodes", "behaviour_success", "behaviour_return", "behaviour_length", "hint_coverage", "acting_coverage",
     "teacher_oracle_agreement", "kl_teacher_student", "policy_loss", "value_loss", "entropy",
     "distill_loss", "approx_kl", "clip_frac", "explained_variance", "beta",
 )  # fmt: skip
-_TEACHER_COLUMNS = ("hint_coverage", "teacher_oracle_agreement", "kl_teacher_student", "distill_loss")
+_TEACHER_COLUMNS = ("hint_coverage", "acting_coverage", "teacher_oracle_agreement", "kl_teacher_student", "distill_loss")
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ def _compiled(env_id: str, env_overrides: tuple, ppo: PPOConfig, eval_episodes: 
     env = make(env_id, **dict(env_overrides))
     train = make_train(ppo, env)
     init, update = vmap_seeds(train)
-    size = ppo.miss_buffer_size
+    size = ppo.miss_buffer_size or ppo.num_envs * ppo.num_steps
 
     def warm(runner, table):
         ro = train.collect(runner, table)
@@ -80,7 +80,8 @@ def _compiled(env_id: str, env_overrides: tuple, ppo: PPOConfig, eval_episodes: 
         return hn.collect_misses(ro.traj.key, ro.traj.valid & ~ro.traj.hit, mission, p, size, oracle=best)
 
     evaluate = jax.jit(jax.vmap(make_evaluate(ppo, env, eval_episodes)))
-    return env, init, update, jax.jit(jax.vmap(warm)), evaluate
+    halves = (jax.jit(jax.vmap(train.rollout)), jax.jit(jax.vmap(train.learn)))
+    return env, init, update, jax.jit(jax.vmap(warm)), evaluate, halves
 
 
 class Loop:
@@ -89,7 +90,7 @@ class Loop:
     def __init__(self, config: cfg.TrainConfig, teachers=None):
         self.config = config = cfg.resolve(config)
         overrides = tuple(sorted(config.env_overrides.items()))
-        self.env, self._init, self._update, self._warm, self._evaluate = _compiled(
+        self.env, self._init, self._update, self._warm, self._evaluate, (self._rollout, self._learn) = _compiled(
             config.env_id, overrides, config.ppo, config.eval_episodes
         )
         self.num_actions = int(self.env.action_space.n)
@@ -106,9 +107,15 @@ class Loop:
         tables = [hn.empty(self.config.table_capacity, self.num_actions) for _ in self.config.seeds]
         return LoopState(0, runners, tables, self.teachers, [{} for _ in self.config.seeds])
 
+    @property
+    def score_first(self) -> bool:
+        """Whether each update's new situations are scored before the student learns from it."""
+        return self.config.score_first and bool(self.teachers)
+
     def warmup(self, state: LoopState) -> tuple[LoopState, dict]:
-        """Score the situations of the initial student's first rollout (teacher arms only)."""
-        if not self.teachers:
+        """Score the situations of the initial student's first rollout (teacher arms that act
+        on hints; with ``score_first`` in ``distill`` mode the first update scores them itself)."""
+        if not self.teachers or (self.score_first and self.config.ppo.hint_mode == "distill"):
             return state, {}
         misses = jax.device_get(self._warm(state.runners, teaching.stack_tables(state.tables)))
         tables, n = teaching.score_misses(state.tables, state.books, self.teachers, misses)
@@ -134,26 +141,37 @@ class Loop:
         c = self.config
         it = state.iteration + 1
         t0 = time.perf_counter()
-        out = self._update(state.runners, teaching.stack_tables(state.tables))  # dispatched, not awaited
+        tables, t_teach = state.tables, 0.0
+        if self.score_first:  # rollout, then its new situations scored, then the epochs
+            ro, misses = self._rollout(state.runners, teaching.stack_tables(tables))  # dispatched
+        else:
+            out = self._update(state.runners, teaching.stack_tables(tables))  # dispatched, not awaited
         turn = functools.partial(teaching.turn, c, books=state.books, teachers=self.teachers)
         if c.overlap:  # the teachers' turn on the previous update, while this one runs
             t1 = time.perf_counter()
-            tables, teacher_stats = turn(tables=state.tables, pending=state.pending)
-            t_teach = time.perf_counter() - t1
+            tables, teacher_stats = turn(tables=tables, pending=state.pending)
+            t_teach += time.perf_counter() - t1
+        if self.score_first:
+            t1 = time.perf_counter()
+            misses_first = jax.device_get(misses)
+            tables, _ = teaching.score_misses(tables, state.books, self.teachers, misses_first)
+            t_teach += time.perf_counter() - t1
+            out = self._learn(state.runners, ro, teaching.stack_tables(tables))
         metrics, feedback = jax.device_get(out[1:])
         pending = None
         if self.teachers:
-            pending = teaching.pending_of(state.tables, feedback, metrics["explained_variance"], it)
+            pending = teaching.pending_of(tables, feedback, metrics["explained_variance"], it)
         if not c.overlap:  # the teachers' turn on this update
             t1 = time.perf_counter()
-            tables, teacher_stats = turn(tables=state.tables, pending=pending)
-            t_teach, pending = time.perf_counter() - t1, None
+            tables, teacher_stats = turn(tables=tables, pending=pending)
+            t_teach, pending = t_teach + time.perf_counter() - t1, None
         runners = out[0]  # the student stays on the device
         t2 = time.perf_counter()
         evaluation = self.evaluate(runners, it) if it % c.eval_every == 0 or it == c.iterations else {}
         t_eval = time.perf_counter() - t2
         wall = time.perf_counter() - t0
-        misses = feedback.misses
+        misses = feedback.misses  # what the table still missed when the student learned
+        scored = jax.device_get(misses_first.count) if self.score_first else np.zeros(c.num_seeds, int)
         rows = []
         for i, seed in enumerate(c.seeds):
             row = {"iteration": it, "seed": seed}
@@ -162,6 +180,7 @@ class Loop:
             row.update({k: _num(evaluation[k][i]) if evaluation else float("nan") for k in EVAL_COLUMNS})
             row.update(
                 table_rows=int(np.sum(np.asarray(tables[i].valid))) if self.teachers else 0,
+                scored_first=int(scored[i]),
                 misses=int(misses.count[i]) if misses is not None else 0,
                 miss_overflow=int(misses.overflow[i]) if misses is not None else 0,
                 teacher_version=self.teachers.versions[i] if self.teachers else 0,

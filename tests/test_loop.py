@@ -81,6 +81,14 @@ def test_arm_end_to_end(runs, arm):
     # teacher_only the behaviour changes once the table is filled, so it meets new situations)
     first = [r for r in rows if r["iteration"] == 1]
     assert all(r["hint_coverage"] > (0.1 if arm == "teacher_only" else 0.5) for r in first)
+    # score_first (the default): each update's new situations are scored before its epochs, so
+    # the student learns with a hint on every step; acting found only what the table knew
+    assert all(r["hint_coverage"] == 1.0 and r["misses"] == 0 for r in rows)
+    assert all(r["acting_coverage"] <= 1.0 for r in rows) and any(r["acting_coverage"] < 1.0 for r in rows)
+    if arm != "teacher_only":  # distill: no warm-up; every row of the table was scored first
+        for seed in (0, 1):
+            mine = [r for r in rows if r["seed"] == seed]
+            assert mine[-1]["table_rows"] == sum(r["scored_first"] for r in mine) > 0
     assert all(r["table_rows"] > 0 for r in rows)
     learns = arm in ("bidirectional", "teacher_only")
     assert state.teachers.versions == ([2, 2] if learns else [0, 0])
@@ -138,23 +146,28 @@ def test_resume_after_crash_mid_checkpoint(tmp_path, monkeypatch):
 
 
 def test_overlap_teaches_one_update_late_and_resumes(runs, tmp_path, monkeypatch):
-    """``overlap``: the teachers work on update t-1 while update t runs; resume restores that work."""
-    c = tiny("bidirectional", "default").replace(overlap=True, iterations=3)
+    """``overlap``: the teachers work on update t-1 while update t runs; resume restores that work.
+
+    With ``score_first`` in ``distill`` mode the student acts without hints and learns from a
+    table holding every situation of its rollout, scored after the previous teacher turn either
+    way: overlap changes when the turn runs, not the numbers (each turn is reported one row late).
+    """
+    c = tiny("bidirectional", "default").replace(overlap=True)  # 2 iterations, as the sync run
     _, full = train(c, str(tmp_path / "full"))
     _, _, sync = runs["bidirectional"]
-    student = ("frames", "behaviour_success", "policy_loss", "value_loss", "hint_coverage", "misses")
-    for a, b in zip(full[:2], sync[:2]):  # update 1 reads the same (warm-up) table in both modes
-        assert all(np.isclose(a[k], b[k], rtol=1e-5, equal_nan=True) for k in student), (a, b)
+    student = ("frames", "behaviour_success", "policy_loss", "value_loss", "hint_coverage", "kl_teacher_student")
+    for a, b in zip(full, sync):
+        assert all(np.isclose(a[k], b[k], rtol=1e-4, equal_nan=True) for k in student), (a, b)
     # no feedback to learn from yet at update 1; afterwards each step teaches the previous update
-    assert [math.isnan(r["teacher_loss"]) for r in full] == [True, True, False, False, False, False]
-    assert [r["teacher_version"] for r in full if r["iteration"] == 3] == [2, 2]
-    # update 2 reads the table before the teachers' first fine-tuning (sync: after it)
-    assert all(not np.isclose(a["kl_teacher_student"], b["kl_teacher_student"]) for a, b in zip(full[2:4], sync[2:4]))
+    assert [math.isnan(r["teacher_loss"]) for r in full] == [True, True, False, False]
+    for a, b in zip(full[2:], sync[:2]):
+        assert np.isclose(a["teacher_loss"], b["teacher_loss"], rtol=1e-4)
+    assert [r["teacher_version"] for r in full if r["iteration"] == 2] == [1, 1]
     d = str(tmp_path / "crashed")
     real = teaching.save_pending
 
     def crash_at_third(path, pending):
-        if "it-000003" in path:
+        if "it-000002" in path:
             raise KeyboardInterrupt
         real(path, pending)
 

@@ -43,7 +43,8 @@ class PPOConfig:
     beta_end: float = 0.1
     beta_anneal_frac: float = 0.5  # fraction of ``num_updates`` over which beta falls to beta_end
     prior_weight: float = 1.0
-    miss_buffer_size: int = 1024
+    #: distinct missed situations kept per update (0: num_envs * num_steps, i.e. all of them)
+    miss_buffer_size: int = 0
     max_objects: int = 8
     # teacher/oracle agreement of an update: measured on this many hit steps drawn uniformly
     # without replacement (all of them when there are fewer; standard error <= 0.5 / sqrt(n) per
@@ -53,7 +54,7 @@ class PPOConfig:
     def __post_init__(self):
         if self.hint_mode not in HINT_MODES:
             raise ValueError(f"hint_mode={self.hint_mode!r} is not one of {HINT_MODES}")
-        for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "miss_buffer_size", "hidden", "num_updates"):
+        for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden", "num_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -61,6 +62,8 @@ class PPOConfig:
                 f"num_minibatches={self.num_minibatches} must divide num_envs * num_steps = "
                 f"{self.num_envs * self.num_steps}"
             )
+        if self.miss_buffer_size < 0:
+            raise ValueError(f"miss_buffer_size={self.miss_buffer_size} must be >= 0 (0: every distinct situation)")
         if self.agreement_samples < 0:
             raise ValueError(f"agreement_samples={self.agreement_samples} must be >= 0")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:

@@ -66,7 +66,7 @@ class Transition(NamedTuple):
     hit: jax.Array
     row: jax.Array
     key: jax.Array
-    kl_teacher: jax.Array  # KL(teacher || student) in the step's situation
+    logits: jax.Array  # the student's logits at the step
     agree: jax.Array  # teacher argmax is an oracle action (when an oracle is tracked)
     has_oracle: jax.Array
 
@@ -99,6 +99,8 @@ class Train(NamedTuple):
     init: Any
     update: Any
     collect: Any
+    rollout: Any = None  # (runner, table) -> (Rollout, MissBuffer): the first half of ``update``
+    learn: Any = None  # (runner, Rollout, table) -> (runner, metrics, feedback): the second half
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -140,6 +142,8 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
     net = ActorCritic(num_actions=num_actions, hidden=config.hidden)
     apply = jax.vmap(net.apply, in_axes=(None, 0))
     use_table = config.hint_mode != "none"
+    # the miss buffer holds every distinct situation of a rollout unless configured smaller
+    miss_size = config.miss_buffer_size or config.num_envs * config.num_steps
     if track_oracle is None:
         track_oracle = use_table
     n_mb = config.num_minibatches
@@ -216,7 +220,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 hit=hit,
                 row=row,
                 key=skey,
-                kl_teacher=jnp.sum(teacher * (jnp.log(teacher + LOG_EPS) - jax.nn.log_softmax(logits)), -1),
+                logits=logits,
                 agree=agree,
                 has_oracle=has_oracle,
             )
@@ -265,8 +269,28 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         }
         return total, stats
 
-    def update(runner: RunnerState, table: hn.HintTable):
-        ts, key, traj, (p, mission, scenes), adv, td = rollout(runner, table, oracle_per_step=False)
+    def collect_rollout(runner: RunnerState, table: hn.HintTable):
+        """The first half of ``update``: the rollout and the distinct situations it missed."""
+        ro = rollout(runner, table, oracle_per_step=False)
+        p, mission, scenes = ro.percepts
+        misses = None
+        if use_table:
+            oracle = _oracle_at(scenes, mission, num_actions) if track_oracle else None
+            misses = hn.collect_misses(ro.traj.key, ro.traj.valid & ~ro.traj.hit, mission, p, miss_size, oracle=oracle)
+        return ro, misses
+
+    def learn(runner: RunnerState, ro: Rollout, table: hn.HintTable):
+        """The second half of ``update``: PPO epochs on the rollout, reading hints from ``table``.
+
+        The rollout's situations are looked up again in ``table``: when the host has scored the
+        rollout's misses in between (``bidijax.loop`` with ``score_first``), the distillation
+        loss and the feedback cover the steps that missed while acting.
+        """
+        ts, key, traj, (p, mission, scenes), adv, td = ro
+        acting = jnp.sum(traj.valid & traj.hit) / jnp.maximum(jnp.sum(traj.valid), 1)
+        if use_table:
+            teacher, hit, row = hn.lookup(table, traj.key)
+            traj = traj._replace(teacher=teacher, hit=hit, row=row)
         targets = adv + traj.value
         beta = beta_schedule(config, runner.update_idx)
 
@@ -306,17 +330,21 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         if track_oracle:
             oracle_at = _oracle_at(scenes, mission, num_actions)
             agreement = _agreement(oracle_at, traj, jax.random.fold_in(runner.key, 0xA9), config.agreement_samples)
-        if use_table:
+        if use_table:  # what the table still misses (all of the rollout's misses, unless scored in between)
             misses = hn.collect_misses(
-                traj.key, traj.valid & ~traj.hit, mission, p, config.miss_buffer_size,
+                traj.key, traj.valid & ~traj.hit, mission, p, miss_size,
                 oracle=oracle_at if track_oracle else None,
             )
             feedback = feedback.replace(misses=misses)
         ev = explained_variance(traj.value, targets, traj.valid)
         metrics = _metrics(traj, stats, beta, new_runner.update_idx, config, agreement, ev)
+        metrics["acting_coverage"] = acting  # hints found while acting (what prior/teacher_policy use)
         return new_runner, metrics, feedback
 
-    return Train(init, update, rollout)
+    def update(runner: RunnerState, table: hn.HintTable):
+        return learn(runner, rollout(runner, table, oracle_per_step=False), table)
+
+    return Train(init, update, rollout, collect_rollout, learn)
 
 
 def _oracle_at(scenes, missions, num_actions: int):
@@ -380,7 +408,9 @@ def _metrics(traj: Transition, stats: dict, beta, update_idx, config: PPOConfig,
         behaviour_return=masked_mean(traj.next_return, ended),
         behaviour_length=masked_mean(traj.next_t.astype(jnp.float32), ended),
         hint_coverage=jnp.sum(hits) / jnp.maximum(jnp.sum(valid), 1),
-        kl_teacher_student=masked_mean(traj.kl_teacher, hits),
+        kl_teacher_student=masked_mean(
+            jnp.sum(traj.teacher * (jnp.log(traj.teacher + LOG_EPS) - jax.nn.log_softmax(traj.logits)), -1), hits
+        ),
         teacher_oracle_agreement=(
             masked_mean(traj.agree.astype(jnp.float32), hits & traj.has_oracle) if agreement is None else agreement
         ),

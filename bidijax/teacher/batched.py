@@ -177,11 +177,21 @@ class GPT2Teachers:
         return [np.concatenate(o) if o else np.zeros((0, a), np.float32) for o in out]
 
     def _store(self, todo: list[list[int]]) -> None:
-        for i, (ks, logp) in enumerate(zip(todo, self._log_probs(todo))):
-            for k, row in zip(ks, logp):
-                self.caches[i][k] = np.exp(row).astype(np.float32)
-                if self.versions[i] == 0:  # version 0 is the reference: its rows come free
-                    self.ref_logp[i].setdefault(k, row.astype(np.float32))
+        """Score the situations ``todo[i]`` into seed ``i``'s cache. Seeds still at version 0
+        have the reference's weights exactly, so their situations are scored once for all of them
+        (a ``one_way`` run scores each situation once, whatever the number of seeds)."""
+        fresh = [i for i, ks in enumerate(todo) if ks and self.versions[i] == 0]
+        if fresh:
+            rows = self._reference_rows(list(dict.fromkeys(k for i in fresh for k in todo[i])))
+            for i in fresh:
+                for k in todo[i]:
+                    self.ref_logp[i].setdefault(k, rows[k])
+                    self.caches[i][k] = np.exp(rows[k]).astype(np.float32)
+        rest = [[] if i in fresh else ks for i, ks in enumerate(todo)]
+        if any(rest):
+            for i, (ks, logp) in enumerate(zip(rest, self._log_probs(rest))):
+                for k, row in zip(ks, logp):
+                    self.caches[i][k] = np.exp(row).astype(np.float32)
 
     def score(self, requests: list) -> list:
         """Per seed ``(keys, missions, percepts)`` (or ``None``) -> rows ``(keys, probs)`` (or ``None``)."""
@@ -233,19 +243,25 @@ class GPT2Teachers:
 
     # -- fine-tuning -----------------------------------------------------------------------------
 
-    def _fill_reference(self, k64_per_seed: list[list[int]]) -> None:
-        """The frozen reference's log-probs of the given situations, where not cached yet.
-        The reference is the same for every seed, so each situation is computed once."""
-        todo = list(dict.fromkeys(k for i, ks in enumerate(k64_per_seed) for k in ks if k not in self.ref_logp[i]))
+    def _reference_rows(self, keys: list[int]) -> dict:
+        """The frozen reference's log-probs of situations (any seed's: the reference is shared)."""
         rows = {}
-        for start in range(0, len(todo), self.chunk):
-            ks = todo[start : start + self.chunk]
+        for start in range(0, len(keys), self.chunk):
+            ks = keys[start : start + self.chunk]
             pid, pm = self._pad([[self._ids[k] for k in ks]])
             for k, row in zip(ks, np.asarray(self._score_one(self.reference, pid[0], pm[0]))):
                 rows[k] = row.astype(np.float32)
+        return rows
+
+    def _fill_reference(self, k64_per_seed: list[list[int]]) -> None:
+        """Each seed's cache of reference log-probs, for the given situations; each situation
+        missing from some seed's cache is computed once."""
+        todo = list(dict.fromkeys(k for i, ks in enumerate(k64_per_seed) for k in ks if k not in self.ref_logp[i]))
+        rows = self._reference_rows(todo)
         for i, ks in enumerate(k64_per_seed):
             for k in ks:
-                self.ref_logp[i].setdefault(k, rows.get(k))
+                if k not in self.ref_logp[i]:
+                    self.ref_logp[i][k] = rows[k]
 
     def update(self, items: list) -> list[dict]:
         """Per seed ``(feedback, keys)`` (or ``None``: no update) -> statistics, as ``HFTeacher.update``.
