@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from typing import Any
 
 from .student.config import PPOConfig
@@ -136,16 +138,26 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """Check a config and fill in what the arm and preset imply (the config that is saved)."""
     _check_choice("arm", config.arm, ARMS)
     _check_choice("preset", config.preset, tuple(PRESETS))
-    if config.arm in ("one_way", "bidirectional") and config.hint_mode:
-        _check_choice("hint_mode for this arm", config.hint_mode, ("distill", "prior"))
+    if config.hint_mode:
+        allowed = {"ppo": ("none",), "teacher_only": ("teacher_policy",)}.get(config.arm, ("distill", "prior"))
+        _check_choice(f"hint_mode for the {config.arm} arm", config.hint_mode, allowed)
     _check_choice("action_set", config.action_set, tuple(ACTION_SETS))
     if config.action_set != "minigrid" and not config.env_id.startswith("BabyAI-"):
         raise ValueError(f"action_set={config.action_set!r} applies to BabyAI levels only, not {config.env_id!r}")
     for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every", "eval_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
-    if config.seed < 0:
-        raise ValueError(f"seed={config.seed} must be >= 0")
+    if not 0 <= config.seed < 2**31 - config.num_seeds:
+        raise ValueError(f"seed={config.seed} must lie in [0, 2**31 - num_seeds)")
+    if config.table_capacity > 2**28:
+        raise ValueError(f"table_capacity={config.table_capacity} is too large; at most 2**28 rows per seed")
+    _check_ppo_numbers(config.ppo)
+    need, have = memory_estimate(config), _physical_memory()
+    if have and need > 0.8 * have:
+        raise ValueError(
+            f"num_seeds={config.num_seeds} x num_envs={config.ppo.num_envs} x num_steps={config.ppo.num_steps} "
+            f"needs ~{need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB"
+        )
     t = config.teacher
     _check_choice("teacher backend", t.backend, ("auto", "jax", "torch"))
     if not 0.0 <= t.eps <= 1.0:
@@ -160,6 +172,33 @@ def resolve(config: TrainConfig) -> TrainConfig:
     # schedules (beta, learning rate) span the run; PPOConfig checks batch shapes in __post_init__
     ppo = config.ppo.replace(hint_mode=mode, num_updates=config.iterations)
     return config.replace(hint_mode=mode, ppo=ppo)
+
+
+def memory_estimate(config: TrainConfig) -> int:
+    """A rough upper estimate of a run's memory in bytes: per seed ~1 KiB per rollout step
+    (observation, transition, scene, percept), ~4 KiB per environment, 40 B per hint-table row
+    and ~8 MiB for a small teacher with its optimiser; refused up front when beyond the machine."""
+    p = config.ppo
+    per_seed = 1024 * p.num_envs * p.num_steps + 4096 * p.num_envs + 40 * config.table_capacity + (8 << 20)
+    return int(config.num_seeds * per_seed)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_ppo_numbers(ppo: PPOConfig) -> None:
+    """One line for a PPO setting that is not a finite number in its range."""
+    positive = ("lr", "clip_eps", "max_grad_norm")
+    non_negative = ("ent_coef", "vf_coef", "beta_start", "beta_end", "prior_weight")
+    for name in positive + non_negative:
+        value = getattr(ppo, name)
+        bad = not math.isfinite(value) or (value <= 0 if name in positive else value < 0)
+        if bad:
+            raise ValueError(f"ppo.{name}={value!r} must be a finite number {'> 0' if name in positive else '>= 0'}")
 
 
 def with_preset(config: TrainConfig, preset: str, ppo_overrides: dict | None = None) -> TrainConfig:
@@ -198,7 +237,9 @@ def _replace_checked(obj, changes: dict, where: str):
 
 
 def _coerce(value, kind: type, name: str):
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if isinstance(value, bool) and kind is not bool:  # YAML's ``true`` is no number
+        raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}")
+    if isinstance(value, kind):
         return value
     try:
         if kind is bool:

@@ -222,18 +222,29 @@ def train(
     before the run directory is created, so a failed start leaves nothing behind.
     """
     config = cfg.resolve(config)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"run directory {run_dir!r} is an existing file, not a directory")
     if resume:
         saved = cfg.from_dict(rundir.read_config(run_dir))
         if cfg.to_dict(saved) != cfg.to_dict(config):
             changed = _first_difference(cfg.to_dict(saved), cfg.to_dict(config))
             raise ValueError(f"resume with a changed config ({changed}); resume takes the run's own config.json")
-    elif os.path.exists(run_dir) and os.listdir(run_dir):
+    elif os.path.exists(run_dir) and set(os.listdir(run_dir)) - {rundir.LOCK}:
         raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
     loggers.check_loggers(config)
     loop = Loop(config, teachers)
     created = not os.path.exists(run_dir)
     try:
         os.makedirs(run_dir, exist_ok=True)
+        held = rundir.lock(run_dir)  # a second process on the same directory is refused
+    except ValueError:
+        raise
+    except OSError as err:
+        raise ValueError(f"cannot create run directory {run_dir!r}: {err.strerror}") from None
+    try:
+        if not resume and set(os.listdir(run_dir)) - {rundir.LOCK}:  # another run started meanwhile
+            created = False
+            raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
         if not resume:
             rundir.write_config(run_dir, cfg.to_dict(loop.config))
         log = rundir.MetricsLog(run_dir)
@@ -253,15 +264,19 @@ def train(
             log.truncate(0)
             state, _ = loop.warmup(state)
     except BaseException:
+        os.close(held)
         if created and not resume:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    sinks = loggers.make_loggers(loop.config, run_dir, cfg.to_dict(loop.config))
     try:
-        return _run(loop, state, run_dir, [log, *sinks], on_iteration)
+        sinks = loggers.make_loggers(loop.config, run_dir, cfg.to_dict(loop.config))
+        try:
+            return _run(loop, state, run_dir, [log, *sinks], on_iteration)
+        finally:
+            for sink in sinks:
+                sink.close()
     finally:
-        for sink in sinks:
-            sink.close()
+        os.close(held)
 
 
 def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration) -> tuple[LoopState, list[dict]]:

@@ -36,6 +36,24 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+LOCK = ".lock"
+
+
+def lock(run_dir: str) -> int:
+    """Hold ``run_dir`` for this process (an exclusive ``flock`` on ``run_dir/.lock``, released
+    when the returned descriptor is closed or the process dies); one-line ``ValueError`` when
+    another process holds it."""
+    import fcntl
+
+    fd = os.open(os.path.join(run_dir, LOCK), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ValueError(f"run directory {run_dir!r} is in use by another bidijax process") from None
+    return fd
+
+
 def is_run_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, CONFIG))
 

@@ -1,0 +1,79 @@
+"""Bad input to ``bidijax train``: one line naming the value and what is allowed, exit code 2,
+nothing left behind and nothing of an existing run lost (a catalogue, growing with each class)."""
+
+import os
+
+import pytest
+
+from bidijax import rundir
+from bidijax.cli import main
+
+
+def refused(capsys, argv, *needles):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (["--ppo.lr", "-1"], ["ppo.lr=-1.0", "> 0"]),
+        (["--ppo.lr", "nan"], ["ppo.lr=nan", "finite"]),
+        (["--ppo.clip-eps", "0"], ["ppo.clip_eps=0.0"]),
+        (["--ppo.ent-coef", "-0.1"], ["ppo.ent_coef=-0.1", ">= 0"]),
+        (["--ppo.max-grad-norm", "inf"], ["ppo.max_grad_norm=inf"]),
+        (["--ppo.beta-end", "nan"], ["ppo.beta_end=nan"]),
+        (["--teacher.finetune.lr", "inf"], ["lr=inf", "finite"]),
+        (["--teacher.finetune.kl-coef", "-1"], ["kl_coef=-1.0"]),
+        (["--teacher.temperature", "inf"], ["temperature=inf"]),
+        (["--teacher.backend", "gpu"], ["gpu", "jax", "torch"]),
+        (["--arm", "ppo", "--hint-mode", "bogus"], ["bogus", "ppo"]),
+        (["--num-seeds", "100000000"], ["num_seeds=100000000", "GiB"]),
+        (["--seed", str(2**70)], ["seed=", "2**31"]),
+        (["--table-capacity", "1000000000000"], ["table_capacity=1000000000000"]),
+        (["--eval-episodes", "0"], ["eval_episodes=0"]),
+        (["--action-set", "lamorel", "--env", "Navix-Empty-5x5-v0"], ["lamorel", "BabyAI levels only"]),
+        (["--action-set", "atari"], ["atari", "minigrid"]),
+        (["--teacher.finetune.baseline", "median"], ["median", "situation"]),
+    ],
+)
+def test_bad_numbers_and_choices(capsys, tmp_path, flags, needles):
+    d = tmp_path / "run"
+    refused(capsys, ["train", "--run-dir", str(d), *flags], *needles)
+    assert not d.exists()
+
+
+def test_yaml_boolean_is_no_number(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("iterations: true\n")
+    refused(capsys, ["train", "--config", str(path), "--run-dir", str(tmp_path / "run")], "iterations=True", "int")
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_naming_a_file(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("precious")
+    refused(capsys, ["train", "--run-dir", str(f), "--arm", "ppo", "--iterations", "1"], str(f))
+    assert f.read_text() == "precious"
+
+
+def test_a_run_directory_in_use_is_refused_and_kept(capsys, tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    held = rundir.lock(str(d))  # as a concurrent `bidijax train --run-dir d` holds it
+    try:
+        refused(capsys, ["train", "--run-dir", str(d), "--arm", "ppo", "--iterations", "1"], "in use")
+        assert d.is_dir()
+    finally:
+        os.close(held)
+    with pytest.raises(ValueError, match="in use"):
+        a = rundir.lock(str(d))
+        try:
+            rundir.lock(str(d))
+        finally:
+            os.close(a)
