@@ -17,6 +17,12 @@ objects per prompt). For each batch size ``b`` (``--batch-sizes``, default 1 / 3
   (``examples_per_s``: each example is one situation: forward with gradient over the 7 actions,
   a reference forward, backward, AdamW step), ``max(1, --min-examples // b)`` steps.
 
+With ``--gflops``, for each model the FLOPs of one fine-tuning step at batch ``--gflops-batch``
+(one ``update`` with ``steps=1``; counted by ``torch.utils.flop_counter.FlopCounterMode``: the
+forward with gradient, the backward and the reference forward of newly seen situations) over its
+time (best of ``--repeats``), next to this machine's dense f32 matmul rate (``torch.mm`` of two
+2048 x 2048 matrices, best of 5) on the same number of torch threads, measured in the same run.
+
 torch runs on ``--threads`` threads (default 1, as the loop's teachers). One small warm-up call
 per cell (2 prompts; a 1-example update), then the best of ``--repeats`` timed runs. Throughput
 only: no learning is measured here (see ``experiments/teacher_from_feedback.py``).
@@ -104,6 +110,31 @@ def measure(path: str, b: int, data, texts: list[str], args) -> tuple[float, flo
     return n_score / score_s, train
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Dense f32 matmul GFLOP/s of torch on its current threads (best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(best_time(lambda: torch.mm(a, b), 1, lambda: None) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def finetune_gflops(path: str, b: int, data, args) -> tuple[float, float, float]:
+    """``(GFLOP per step, seconds per step, GFLOP/s)`` of one fine-tuning step at batch ``b``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    teacher = HFTeacher(path, batch_size=b, finetune=FinetuneConfig(batch_size=b, steps=1, micro_batch_size=min(b, 32)))
+    keys, missions, percepts = data
+    teacher.score(keys[:b], missions[:b], jax.tree.map(lambda x: x[:b], percepts))
+    feedback = random_feedback(b)
+    teacher.update(feedback, keys[:b])  # warm-up; every situation's reference row now cached
+    counter = FlopCounterMode(display=False)
+    with counter:
+        teacher.update(feedback, keys[:b])
+    flops = counter.get_total_flops()
+    seconds = min(best_time(lambda: teacher.update(feedback, keys[:b]), 1, lambda: None) for _ in range(args.repeats))
+    return flops / 1e9, seconds, flops / seconds / 1e9
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="default,t5-small-shape")
@@ -113,18 +144,32 @@ def main(argv=None) -> int:
     ap.add_argument("--min-examples", type=int, default=8, help="fine-tuning examples per timed update (at least b)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as the loop; 0: torch's default)")
+    ap.add_argument("--gflops", action="store_true", help="measure the fine-tuning step's GFLOP/s against matmul's instead")
+    ap.add_argument("--gflops-batch", type=int, default=64)
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     start = time.time()
-    data = situations(args.task, max(sizes + [args.min_prompts]))
+    data = situations(args.task, max(sizes + [args.min_prompts, args.gflops_batch]))
     texts = envs.prompt(data[1], data[2])
     print_header("Teacher throughput: situations scored/s and fine-tuning examples/s (HFTeacher)", ("torch", "transformers"), argv)
     print(f"torch {torch.get_num_threads()} thread(s)")
     print(f"{len(texts)} distinct {args.task} prompts, ~{np.mean([len(t.split()) for t in texts]):.0f} words each")
 
     rows = []
+    if args.gflops:
+        peak = matmul_gflops()
+        print(f"dense f32 matmul (torch.mm 2048^2, {torch.get_num_threads()} thread(s)): {peak:.1f} GFLOP/s")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.models.split(","):
+                path = flan_t5_small_shaped(os.path.join(tmp, name)) if name == "t5-small-shape" else name
+                gflop, secs, rate = finetune_gflops(path, args.gflops_batch, data, args)
+                rows.append([name, args.gflops_batch, f"{gflop:.1f}", f"{secs:.2f}", f"{rate:.1f}", f"{rate / peak:.0%}"])
+                print(f"  {name}: {gflop:.1f} GFLOP per step in {secs:.2f} s = {rate:.1f} GFLOP/s", flush=True)
+        print()
+        print_table(rows, ["model", "batch", "GFLOP per step", "s per step", "GFLOP/s", "/ matmul"])
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             if name == "default":

@@ -100,8 +100,8 @@ _NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet"}
 class Progress:
     """One status line per iteration (redrawn in place on a terminal; every ~10% otherwise)."""
 
-    def __init__(self, config: cfg.TrainConfig, stream=sys.stderr, quiet: bool = False):
-        self.config, self.stream, self.quiet = config, stream, quiet
+    def __init__(self, config: cfg.TrainConfig, stream=None, quiet: bool = False):
+        self.config, self.stream, self.quiet = config, stream or sys.stderr, quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.every = max(1, config.iterations // 10)
         self.start = time.perf_counter()

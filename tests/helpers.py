@@ -1,4 +1,4 @@
-"""Small builders shared by the tests: hand-made BabyAI scenes."""
+"""Small helpers shared by the tests: hand-made BabyAI scenes, one-line CLI errors."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ def state(cells, pos, direction, carrying=(0, 0, 0), mission=(C.TASK_GOTO, C.RED
         carrying=jnp.asarray(carrying, jnp.uint8),
     )
     return BabyAIState(key=jax.random.PRNGKey(0), scene=scene, mission=jnp.asarray(mission, jnp.int32))
+
+
+def one_line_error(capsys, argv, *needles) -> str:
+    """Run the CLI on ``argv``: exit code 2 and one line on stderr, naming every ``needle``."""
+    from bidijax.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err

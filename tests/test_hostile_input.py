@@ -6,17 +6,7 @@ import os
 import pytest
 
 from bidijax import rundir
-from bidijax.cli import main
-
-
-def refused(capsys, argv, *needles):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
+from helpers import one_line_error
 
 
 @pytest.mark.parametrize(
@@ -44,21 +34,21 @@ def refused(capsys, argv, *needles):
 )
 def test_bad_numbers_and_choices(capsys, tmp_path, flags, needles):
     d = tmp_path / "run"
-    refused(capsys, ["train", "--run-dir", str(d), *flags], *needles)
+    one_line_error(capsys, ["train", "--run-dir", str(d), *flags], *needles)
     assert not d.exists()
 
 
 def test_yaml_boolean_is_no_number(capsys, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("iterations: true\n")
-    refused(capsys, ["train", "--config", str(path), "--run-dir", str(tmp_path / "run")], "iterations=True", "int")
+    one_line_error(capsys, ["train", "--config", str(path), "--run-dir", str(tmp_path / "run")], "iterations=True", "int")
     assert not (tmp_path / "run").exists()
 
 
 def test_run_dir_naming_a_file(capsys, tmp_path):
     f = tmp_path / "file"
     f.write_text("precious")
-    refused(capsys, ["train", "--run-dir", str(f), "--arm", "ppo", "--iterations", "1"], str(f))
+    one_line_error(capsys, ["train", "--run-dir", str(f), "--arm", "ppo", "--iterations", "1"], str(f))
     assert f.read_text() == "precious"
 
 
@@ -67,7 +57,7 @@ def test_a_run_directory_in_use_is_refused_and_kept(capsys, tmp_path):
     d.mkdir()
     held = rundir.lock(str(d))  # as a concurrent `bidijax train --run-dir d` holds it
     try:
-        refused(capsys, ["train", "--run-dir", str(d), "--arm", "ppo", "--iterations", "1"], "in use")
+        one_line_error(capsys, ["train", "--run-dir", str(d), "--arm", "ppo", "--iterations", "1"], "in use")
         assert d.is_dir()
     finally:
         os.close(held)

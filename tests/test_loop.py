@@ -15,6 +15,7 @@ from bidijax import config as cfg
 from bidijax import rundir, teaching
 from bidijax.cli import main
 from bidijax.envs import constants as C
+from helpers import one_line_error
 from bidijax.loop import TIMING_COLUMNS, train
 
 TINY_PPO = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=1, hidden=16, miss_buffer_size=128)
@@ -204,16 +205,6 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # command line
-
-
-def one_line_error(capsys, argv, *needles):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.count("\n") == 0, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 @pytest.mark.parametrize(

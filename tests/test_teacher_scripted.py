@@ -67,7 +67,7 @@ def test_oracle_teacher_through_the_student_loop():
         runner, metrics, fb = update(runner, table)
         m = jax.device_get(fb.misses)
         n = int(m.count)
-        assert n > 0 and m.oracle.shape == (cfg.miss_buffer_size, A)
+        assert n > 0 and m.oracle.shape == (cfg.num_envs * cfg.num_steps, A)  # miss_buffer_size 0: all
         keys, probs = teacher.score(m.keys[:n], m.missions[:n], None, oracle=m.oracle[:n])
         has = m.oracle[:n].any(-1)
         assert m.oracle[:n][has, probs[has].argmax(-1)].all()  # optimal where it was recorded
