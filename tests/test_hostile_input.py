@@ -12,6 +12,13 @@ from helpers import one_line_error
 @pytest.mark.parametrize(
     "flags, needles",
     [
+        (["--env", "BabyAI-Nope-v0"], ["BabyAI-Nope-v0", "BabyAI-GoToRedBallNoDists-v0"]),
+        (["--arm", "sideways"], ["sideways", "bidirectional"]),
+        (["--teacher", "/no/such/model"], ["/no/such/model"]),
+        (["--ppo.num-envs", "3", "--ppo.num-steps", "5", "--ppo.num-minibatches", "4"], ["num_minibatches=4", "15"]),
+        (["--iterations", "0"], ["iterations=0"]),
+        (["--ppo.num-envs", "many"], ["many", "int"]),
+        (["--preset", "huge"], ["huge", "lamorel"]),
         (["--ppo.lr", "-1"], ["ppo.lr=-1.0", "> 0"]),
         (["--ppo.lr", "nan"], ["ppo.lr=nan", "finite"]),
         (["--ppo.clip-eps", "0"], ["ppo.clip_eps=0.0"]),

@@ -207,24 +207,6 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
 # command line
 
 
-@pytest.mark.parametrize(
-    "flags, needles",
-    [
-        (["--env", "BabyAI-Nope-v0"], ["BabyAI-Nope-v0", "BabyAI-GoToRedBallNoDists-v0"]),
-        (["--arm", "sideways"], ["sideways", "bidirectional"]),
-        (["--teacher", "/no/such/model"], ["/no/such/model"]),
-        (["--ppo.num-envs", "3", "--ppo.num-steps", "5", "--ppo.num-minibatches", "4"], ["num_minibatches=4", "15"]),
-        (["--iterations", "0"], ["iterations=0"]),
-        (["--ppo.num-envs", "many"], ["many", "int"]),
-        (["--preset", "huge"], ["huge", "lamorel"]),
-    ],
-)
-def test_cli_bad_input_one_line_no_run_dir(capsys, tmp_path, flags, needles):
-    d = tmp_path / "run"
-    one_line_error(capsys, ["train", "--run-dir", str(d), *flags], *needles)
-    assert not d.exists()
-
-
 def test_cli_resume_errors(capsys, tmp_path, runs):
     one_line_error(capsys, ["train", "--resume", str(tmp_path)], "not a bidijax run directory")
     d, _, _ = runs["one_way"]
