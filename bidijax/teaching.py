@@ -226,7 +226,7 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
 # checkpoints
 
 
-def save(directory: str, tables: list, books: list, teachers: list, pending: Pending | None) -> None:
+def save(directory: str, tables: list, books: list, teachers, pending: Pending | None) -> None:
     """Tables (``tables.npz``), oracle books (``oracle.npz``), pending feedback (``pending.npz``)
     and one directory per teacher (``teacher-<i>/``) into a checkpoint directory."""
     save_tables(os.path.join(directory, "tables.npz"), tables)
@@ -245,7 +245,7 @@ def save(directory: str, tables: list, books: list, teachers: list, pending: Pen
         teachers.save(i, d)
 
 
-def load(directory: str, teachers: list, feedback_like=None) -> tuple[list, list, Pending | None]:
+def load(directory: str, teachers, feedback_like=None) -> tuple[list, list, Pending | None]:
     """``(tables, books, pending)`` of a checkpoint written by ``save``; teachers load in place.
     ``feedback_like``: a feedback pytree of the saved structure, to restore pending feedback."""
     tables = load_tables(os.path.join(directory, "tables.npz"))
