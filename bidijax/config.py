@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from typing import Any
 
@@ -151,7 +150,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"seed={config.seed} must lie in [0, 2**31 - num_seeds)")
     if config.table_capacity > 2**28:
         raise ValueError(f"table_capacity={config.table_capacity} is too large; at most 2**28 rows per seed")
-    _check_ppo_numbers(config.ppo)
     need, have = memory_estimate(config), _physical_memory()
     if have and need > 0.8 * have:
         raise ValueError(
@@ -188,17 +186,6 @@ def _physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
-
-
-def _check_ppo_numbers(ppo: PPOConfig) -> None:
-    """One line for a PPO setting that is not a finite number in its range."""
-    positive = ("lr", "clip_eps", "max_grad_norm")
-    non_negative = ("ent_coef", "vf_coef", "beta_start", "beta_end", "prior_weight")
-    for name in positive + non_negative:
-        value = getattr(ppo, name)
-        bad = not math.isfinite(value) or (value <= 0 if name in positive else value < 0)
-        if bad:
-            raise ValueError(f"ppo.{name}={value!r} must be a finite number {'> 0' if name in positive else '>= 0'}")
 
 
 def with_preset(config: TrainConfig, preset: str, ppo_overrides: dict | None = None) -> TrainConfig:

@@ -236,9 +236,7 @@ def train(
     created = not os.path.exists(run_dir)
     try:
         os.makedirs(run_dir, exist_ok=True)
-        held = rundir.lock(run_dir)  # a second process on the same directory is refused
-    except ValueError:
-        raise
+        held = rundir.lock(run_dir)  # a second process on the same directory is refused (ValueError)
     except OSError as err:
         raise ValueError(f"cannot create run directory {run_dir!r}: {err.strerror}") from None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 HINT_MODES = ("none", "distill", "prior", "teacher_policy")
 
@@ -70,6 +71,11 @@ class PPOConfig:
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
         if not 0.0 <= self.beta_anneal_frac <= 1.0:
             raise ValueError(f"beta_anneal_frac={self.beta_anneal_frac} must lie in [0, 1]")
+        positive = ("lr", "clip_eps", "max_grad_norm")
+        for name in positive + ("ent_coef", "vf_coef", "beta_start", "beta_end", "prior_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or (value <= 0 if name in positive else value < 0):
+                raise ValueError(f"ppo.{name}={value!r} must be a finite number {'> 0' if name in positive else '>= 0'}")
 
     @property
     def frames_per_update(self) -> int:
