@@ -38,8 +38,9 @@ from bidijax.envs import constants as C
 from bidijax.hints import key64
 
 from . import gpt2_jax as G
-from .finetune import FinetuneConfig, sampling_probs, targets
-from .hf import HFTeacher, _table_of
+from . import finetune
+from .finetune import FinetuneConfig
+from .hf import HFTeacher, _table_of, draw
 
 LENGTH_BUCKET = 16  # prompt tokens
 ROW_BUCKET = 32  # situations per seed in a call
@@ -277,15 +278,11 @@ class GPT2Teachers:
             if item is None:
                 continue
             feedback, keys = item
-            keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
-            k64 = key64(keys).tolist()
-            known = np.fromiter((k in self.prompts[i] for k in k64), bool, len(k64))
-            probs = sampling_probs(feedback.visits, known)
+            k64, probs, weight = finetune.plan(feedback, np.asarray(keys).astype(np.uint32).reshape(-1, 2), self.prompts[i], fc)
             stats[i]["num_situations"] = 0 if probs is None else int(np.sum(probs > 0))
-            weight = targets(feedback, fc.signal, fc.min_count, rows=known, baseline=fc.baseline, noise_floor=fc.noise_floor)
             if probs is None or not weight.any():
                 continue
-            draws = torch.multinomial(torch.from_numpy(probs), fc.steps * fc.batch_size, replacement=True, generator=self.generators[i])
+            draws = draw(probs, fc.steps * fc.batch_size, self.generators[i])
             plans[i] = (k64, weight, draws.view(fc.steps, fc.batch_size).numpy())
         active = np.asarray([p is not None for p in plans])
         if not active.any():

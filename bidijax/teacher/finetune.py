@@ -193,6 +193,20 @@ def sampling_probs(visits, rows=None) -> np.ndarray | None:
     return w / total if total > 0 else None
 
 
+def plan(feedback, keys, prompts, config: FinetuneConfig):
+    """``(k64, probs, weight)`` of one update: the 64-bit keys of ``keys`` (``uint32 [K, 2]``),
+    the sampling probabilities of the situations the teacher knows (in ``prompts``; ``None`` when
+    none was visited) and the ``targets`` over those situations. There is nothing to learn from
+    when ``probs`` is ``None`` or every weight is 0."""
+    from bidijax.hints import key64
+
+    k64 = key64(keys).tolist()
+    known = np.fromiter((k in prompts for k in k64), bool, len(k64))
+    weight = targets(feedback, config.signal, config.min_count, rows=known, baseline=config.baseline,
+                     noise_floor=config.noise_floor)  # fmt: skip
+    return k64, sampling_probs(feedback.visits, known), weight
+
+
 def most_visited(keys, visits, budget: int) -> np.ndarray:
     """The keys (``uint32 [n, 2]``, ``n <= budget``) of the most visited situations.
 

@@ -40,7 +40,7 @@ import torch
 from bidijax.envs import constants as C
 from bidijax.hints import key64
 
-from .finetune import FinetuneConfig, sampling_probs, targets
+from .finetune import FinetuneConfig, plan
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
 TOKENIZER_FILES = (
@@ -416,7 +416,7 @@ class HFTeacher:
 
     def _draw(self, probs: np.ndarray, n: int) -> torch.Tensor:
         """``n`` situation indices drawn with replacement with ``probs``, from the teacher's generator."""
-        return torch.multinomial(torch.from_numpy(probs), n, replacement=True, generator=self.generator)
+        return draw(probs, n, self.generator)
 
     def update(self, feedback, keys) -> dict:
         """Fine-tune on the student's feedback (the RL -> LM direction); returns statistics.
@@ -445,12 +445,9 @@ class HFTeacher:
                 f"feedback has count {count.shape} and visits {np.shape(feedback.visits)} for {len(keys)} keys; "
                 f"expected [{len(keys)}, {num_actions}] and [{len(keys)}]"
             )
-        k64 = key64(keys).tolist()
-        known = np.fromiter((k in self.prompts for k in k64), bool, len(k64))
-        probs = sampling_probs(feedback.visits, known)
+        k64, probs, weight = plan(feedback, keys, self.prompts, fc)
         stats = {"loss": float("nan"), "pg_loss": float("nan"), "kl": float("nan")}
         stats.update(num_situations=0 if probs is None else int(np.sum(probs > 0)), steps=0, examples_per_s=0.0)
-        weight = targets(feedback, fc.signal, fc.min_count, rows=known, baseline=fc.baseline, noise_floor=fc.noise_floor)
         if probs is None or not weight.any():  # nothing to learn from: the weights stay exactly as they are
             return stats
         self._prepare_training()
@@ -590,6 +587,12 @@ class HFTeacher:
         self.finetune = FinetuneConfig(**meta["finetune"])
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group.update(lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
+
+
+def draw(probs: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` situation indices drawn with replacement with ``probs`` from ``generator`` (how every
+    teacher draws its fine-tuning batches, so backends draw alike)."""
+    return torch.multinomial(torch.from_numpy(probs), n, replacement=True, generator=generator)
 
 
 def feedback_loss(logp: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor, share: torch.Tensor):
