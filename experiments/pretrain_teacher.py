@@ -12,20 +12,32 @@ the BFS oracle), so the teacher is useful but clearly imperfect:
 It ignores obstacles on the way and where an unseen target can be, so it agrees with the
 oracle's optimal actions only part of the time.
 
+``--label-noise EPS`` (default 0: the labels above, unchanged) builds teachers of controlled,
+worse quality (issue 11 item 5): after the heuristic has labelled the deduplicated prompts,
+each prompt's label (in sorted prompt order) is, with probability EPS, replaced by a uniformly
+random *different* action among the 6 Lamorel actions (left, right, forward, pickup, drop,
+toggle; never ``done``, so the corruption bites under both action sets): ``corrupt``, drawn
+from a NumPy generator seeded from ``--seed``. Every prompt gets the same two draws whatever
+EPS is, so the prompts corrupted at 0.3 are a subset of those corrupted at 0.6 (same seed).
+
 A 2-layer GPT-2-style causal LM with the BabyAI-Text word-level tokenizer is trained on the
 deduplicated prompts (AdamW, cross-entropy on the action tokens only), saved with its tokenizer,
 and evaluated on held-out random states (other environments of the same rollouts; "unseen":
 the fraction of them whose prompt is not in the training set): how often its argmax action
 (through ``HFTeacher``) is one of the oracle's optimal actions, the heuristic's own rate, how
-often the two agree, and how many situations ``HFTeacher`` scores per second. Deterministic for a given ``--seed``; about 5 minutes on 2 CPU
+often the two agree, and how many situations ``HFTeacher`` scores per second. ``--report FILE``
+also writes that table as CSV (with the label noise and the fraction of labels it changed).
+``--eval-only`` skips training and evaluates the model already in ``--out`` (e.g. the shipped
+one) on the same held-out states. Deterministic for a given ``--seed``; about 5 minutes on 2 CPU
 cores.
 
-    python experiments/pretrain_teacher.py [--out DIR]
+    python experiments/pretrain_teacher.py [--out DIR] [--label-noise EPS] [--report FILE] [--eval-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import time
@@ -47,6 +59,43 @@ TASKS = (
     "BabyAI-GoToObj-v0",
     "BabyAI-GoToLocal-v0",
 )
+#: the actions a corrupted label is drawn from: BabyAI-Text / Lamorel's 6 (no ``done``)
+LAMOREL_ACTIONS = (C.LEFT, C.RIGHT, C.FORWARD, C.PICKUP, C.DROP, C.TOGGLE)
+
+
+def check_noise(eps) -> float:
+    """``eps`` as a float if it is a probability (a real number in [0, 1]), else a one-line ValueError."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"label noise must be a number in [0, 1], got {eps!r}") from None
+    if isinstance(eps, bool) or not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(f"label noise must be a number in [0, 1], got {eps!r}")
+    return value
+
+
+def corrupt(labels, eps, rng: np.random.Generator, choices=LAMOREL_ACTIONS) -> np.ndarray:
+    """``labels`` (int action indices) with each one, with probability ``eps``, replaced by a
+    uniformly random action of ``choices`` other than itself (any of ``choices`` for a label
+    outside them). Returns a new int64 array; ``eps = 0`` returns the labels unchanged.
+
+    Every label consumes the same two draws from ``rng`` whatever ``eps`` is (a uniform for
+    "corrupt?" and one for "which action?"), so with the same generator state the labels
+    corrupted at a smaller ``eps`` are a subset of those at a larger one, corrupted alike.
+    """
+    eps = check_noise(eps)
+    labels = np.asarray(labels, np.int64)
+    choices = np.asarray(choices, np.int64)
+    if choices.ndim != 1 or len(choices) < 2 or len(np.unique(choices)) != len(choices):
+        raise ValueError(f"choices must be at least 2 distinct actions, got {choices.tolist()}")
+    k = len(choices)
+    match = labels[..., None] == choices
+    inside = match.any(axis=-1)
+    pos = np.argmax(match, axis=-1)  # the label's index among the choices (where inside)
+    u = rng.random(labels.shape)
+    pick = rng.integers(0, np.where(inside, k - 1, k))  # among the k - 1 others (k if outside)
+    other = choices[pick + (inside & (pick >= pos))]
+    return np.where(u < eps, other, labels)
 
 
 def collect(env_id: str, seed: int, num_envs: int, num_steps: int) -> dict:
@@ -186,7 +235,19 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument(
+        "--label-noise", default="0", metavar="EPS",
+        help="probability that a prompt's label is replaced by a random different Lamorel action (default 0)",
+    )  # fmt: skip
+    ap.add_argument("--report", metavar="FILE", help="also write the held-out table as CSV to FILE")
+    ap.add_argument("--eval-only", action="store_true", help="do not train: evaluate the model in --out")
     args = ap.parse_args(argv)
+    try:
+        noise = check_noise(args.label_noise)
+    except ValueError as err:
+        ap.error(str(err))
+    if args.eval_only and noise:
+        ap.error("--eval-only evaluates an existing model: --label-noise does not apply")
     torch.manual_seed(args.seed)
     start = time.time()
 
@@ -205,18 +266,25 @@ def main(argv=None) -> int:
     n_states = sum(len(d["keys"]) for d in train_data.values())
     print(f"{n_states} training states, {len(prompts)} distinct prompts ({time.time() - start:.0f}s)", flush=True)
 
-    tok = build_tokenizer()
-    model = build_model(len(tok), tok)
-    print(f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter GPT-2 ...", flush=True)
     texts = sorted(prompts)  # a deterministic order
-    train(model, tok, texts, np.array([prompts[t] for t in texts]), args)
-    os.makedirs(args.out, exist_ok=True)
-    model.save_pretrained(args.out)
-    save_tokenizer(tok, args.out)
-    for name in os.listdir(args.out):  # safetensors writes 0600 files
-        os.chmod(os.path.join(args.out, name), 0o644)
-    size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
-    print(f"saved to {args.out} ({size / 1e6:.2f} MB)", flush=True)
+    clean = np.array([prompts[t] for t in texts])
+    labels = corrupt(clean, noise, np.random.default_rng([args.seed, 1]))
+    changed = float(np.mean(labels != clean))
+    if args.eval_only:
+        print(f"evaluating the model in {args.out} (not trained here)", flush=True)
+    else:
+        print(f"label noise {noise:g}: {changed:.4f} of the {len(labels)} labels changed", flush=True)
+        tok = build_tokenizer()
+        model = build_model(len(tok), tok)
+        print(f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter GPT-2 ...", flush=True)
+        train(model, tok, texts, labels, args)
+        os.makedirs(args.out, exist_ok=True)
+        model.save_pretrained(args.out)
+        save_tokenizer(tok, args.out)
+        for name in os.listdir(args.out):  # safetensors writes 0600 files
+            os.chmod(os.path.join(args.out, name), 0o644)
+        size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
+        print(f"saved to {args.out} ({size / 1e6:.2f} MB)", flush=True)
 
     # evaluation on held-out random states, through the same loading path as any user
     teacher = HFTeacher(args.out)
@@ -236,20 +304,37 @@ def main(argv=None) -> int:
     speed = len(first) / (time.time() - t0)
 
     print()
+    if not args.eval_only:
+        print(f"label noise {noise:g} (corrupted fraction of the training labels {changed:.4f})")
     print(f"{'task':30s} {'states':>7s} {'unseen':>7s} {'teacher=oracle':>15s} {'heuristic=oracle':>17s} {'teacher=heuristic':>18s}")
+    table = []
     for task, (keys, missions, percepts, oracle) in held_out.items():
         _, probs = teacher.score(keys, missions, percepts)  # cached above
         pick, heur = probs.argmax(axis=1), heuristic(missions, percepts)
         idx = np.arange(len(keys))
         unseen = np.mean([teacher.prompt_of(k) not in prompts for k in keys])
+        row = dict(
+            task=task, states=len(keys), unseen=unseen, teacher_oracle=oracle[idx, pick].mean(),
+            heuristic_oracle=oracle[idx, heur].mean(), teacher_heuristic=(pick == heur).mean(),
+        )  # fmt: skip
+        table.append(row)
         print(
-            f"{task:30s} {len(keys):7d} {unseen:7.3f} {oracle[idx, pick].mean():15.3f} "
-            f"{oracle[idx, heur].mean():17.3f} {(pick == heur).mean():18.3f}"
+            f"{task:30s} {row['states']:7d} {unseen:7.3f} {row['teacher_oracle']:15.3f} "
+            f"{row['heuristic_oracle']:17.3f} {row['teacher_heuristic']:18.3f}"
         )
     print(
         f"HFTeacher scoring speed: {speed:.0f} situations/s ({len(first)} distinct situations, "
         f"batch_size {teacher.batch_size}, {torch.get_num_threads()} torch threads)"
     )
+    if args.report:
+        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
+        with open(args.report, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["model", "seed", "label_noise", "corrupted_fraction", *table[0]])
+            w.writeheader()
+            for row in table:
+                extra = dict(model=args.out, seed=args.seed, label_noise=noise, corrupted_fraction="" if args.eval_only else changed)
+                w.writerow({**extra, **{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()}})
+        print(f"held-out table written to {args.report}")
     print(f"total time {time.time() - start:.0f}s")
     return 0
 
