@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import csv
 import math
 import os
@@ -50,7 +51,7 @@ def arm_config(arm: str, args, teacher: str | None = None) -> cfg.TrainConfig:
     """The arm's resolved config; ``teacher``: a model directory replacing the default teacher."""
     base = cfg.with_preset(cfg.TrainConfig(), args.preset)
     if teacher is not None:
-        base = base.replace(teacher=base.teacher.replace(name=teacher))
+        base = base.replace(teacher=dataclasses.replace(base.teacher, name=teacher))
     return cfg.resolve(
         base.replace(
             env_id=args.env, arm=arm, iterations=args.iterations, num_seeds=args.seeds, seed=args.first_seed,
