@@ -1,4 +1,4 @@
-"""``bidijax`` command line: ``train`` (the main job), ``report``, ``plot``, ``render`` and ``demo``.
+"""``bidijax`` command line: ``train`` (the main job), ``sweep``, ``report``, ``plot``, ``render`` and ``demo``.
 
 ``bidijax train`` exposes every field of ``bidijax.config.TrainConfig`` as a flag
 (``--iterations``, ``--ppo.num-envs``, ``--teacher.lr``, ...; ``--env`` and ``--teacher`` are
@@ -98,32 +98,32 @@ _NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet"}
 
 
 class Progress:
-    """One status line per iteration (redrawn in place on a terminal; every ~10% otherwise)."""
+    """``bidijax train``'s progress: iterations done with an ETA (``progress.Bar``) and a status
+    (the last evaluation, behaviour success, agreement, coverage, frames/s)."""
 
     def __init__(self, config: cfg.TrainConfig, stream=None, quiet: bool = False):
-        self.config, self.stream, self.quiet = config, stream or sys.stderr, quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.every = max(1, config.iterations // 10)
-        self.start = time.perf_counter()
+        self.config, self.stream, self.quiet = config, stream, quiet
+        self.bar = None
+        self.last_eval = "eval -"
 
     def __call__(self, rows: list[dict], state) -> None:
-        if self.quiet:
-            return
+        from .progress import Bar
+
         it, c = state.iteration, self.config
+        if self.bar is None:
+            self.bar = Bar(c.iterations, "bidijax train", done=it - 1, stream=self.stream, quiet=self.quiet)
         mean = lambda k: _nanmean([r.get(k) for r in rows])
         if not math.isnan(mean("eval_success")):
             self.last_eval = f"eval success {mean('eval_success'):.3f} (greedy {mean('eval_greedy_success'):.3f})"
-        line = (
-            f"it {it}/{c.iterations} | frames/seed {int(rows[0]['frames']):,} | {getattr(self, 'last_eval', 'eval -')} | "
+        status = (
+            f"| frames/seed {int(rows[0]['frames']):,} | {self.last_eval} | "
             f"behaviour success {mean('behaviour_success'):.3f} | teacher-oracle agreement "
             f"{_fmt(mean('teacher_oracle_agreement'))} | coverage {_fmt(mean('hint_coverage'))} | "
-            f"{mean('frames_per_s'):,.0f} frames/s | {time.perf_counter() - self.start:.0f} s"
+            f"{mean('frames_per_s'):,.0f} frames/s"
         )
-        if self.tty:
-            self.stream.write("\r\033[K" + line + ("\n" if it == c.iterations else ""))
-            self.stream.flush()
-        elif it % self.every == 0 or it == c.iterations or it == 1:
-            print(line, file=self.stream, flush=True)
+        self.bar.update(1, status)
+        if it == c.iterations:
+            self.bar.close()
 
 
 def _nanmean(xs) -> float:
@@ -190,6 +190,57 @@ def _train(args: argparse.Namespace) -> int:
         return _fail("train", err)
     print(summary(rows, config, time.perf_counter() - start))
     print(f"run directory: {run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import os
+
+    from . import sweep as sw
+    from .progress import Bar
+    from .report import to_markdown
+
+    try:
+        spec_path = args.spec or (os.path.join(args.resume, sw.SPEC) if args.resume else None)
+        if spec_path is None:
+            raise ValueError("give a sweep spec (SWEEP.yaml), or --resume DIR")
+        spec = sw.load_spec(spec_path)
+        plan = sw.plan(spec)
+        with open(spec_path) as f:
+            text = f.read()
+        out = args.resume or args.out or os.path.join(
+            "sweeps", f"{os.path.splitext(os.path.basename(spec_path))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+    except (ValueError, OSError) as err:
+        return _fail("sweep", err)
+    n_cells, n_programs = len(plan.cells), len(plan.programs)
+    total = sum(p.config.iterations * len(p.cells) for p in plan.programs)
+    done = sw.done_units(plan, out) if args.resume else 0
+    print(f"bidijax sweep: {n_cells} cells x {plan.seeds} seeds in {n_programs} program(s) -> {out}")
+    bar = Bar(total, "bidijax sweep", done=done, quiet=args.quiet)
+    last: dict = {}
+
+    def progress(program, rows, state):
+        mean = _nanmean([r.get("eval_success") for r in rows])
+        if not math.isnan(mean):
+            last[program.name] = mean
+        k = plan.programs.index(program) + 1
+        ev = f"{last[program.name]:.3f}" if program.name in last else "-"
+        bar.update(len(program.cells), f"| program {k}/{n_programs} ({len(program.cells)} cells) | it "
+                   f"{state.iteration}/{program.config.iterations} | eval success {ev}")  # fmt: skip
+
+    try:
+        rows = sw.run(plan, out, resume=bool(args.resume), spec_text=text, progress=progress)
+    except ValueError as err:
+        return _fail("sweep", err)
+    finally:
+        bar.close()
+    print(to_markdown(rows), end="")
+    print(f"sweep directory: {out}")
     return 0
 
 
@@ -271,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_config_flags(tr)
 
+    sw = sub.add_parser("sweep", help="a grid of settings x seeds: vmapped in one program where only numbers change")
+    sw.add_argument("spec", nargs="?", metavar="SWEEP.yaml", help="sweep spec (see bidijax.sweep); optional with --resume")
+    sw.add_argument("--out", default=None, help="sweep directory to create (default: sweeps/<spec>-<time>)")
+    sw.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR (finished programs are skipped)")
+    sw.add_argument("--quiet", action="store_true", help="no progress lines")
+
     pl = sub.add_parser("plot", help="learning curves of runs as PNG files")
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", default=None, help="output directory (default: the first run directory)")
@@ -303,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     if args.command == "train":
         return _train(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "plot":
         return _plot(args)
     if args.command == "report":

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from .student.config import PPOConfig
+from .student.config import TRACED, PPOConfig
 from .teacher.finetune import FinetuneConfig
 
 #: ``ppo``: no teacher; ``one_way``: teacher hints, the teacher never changes;
@@ -23,6 +23,9 @@ from .teacher.finetune import FinetuneConfig
 #: ``teacher_only``: act from the teacher's table, the teacher is fine-tuned on the critic's feedback.
 ARMS = ("ppo", "one_way", "bidirectional", "teacher_only")
 SCRIPTED_TEACHERS = ("oracle", "noisy_oracle", "uniform")
+#: fields a sweep varies inside one compiled program (``TrainConfig.cells``); any other field
+#: changes the program (shapes, structure, the teacher) and runs as a program of its own
+TRACED_FIELDS = tuple(f"ppo.{name}" for name in TRACED)
 ACTION_SETS = {"minigrid": 7, "lamorel": 6}
 
 #: Student batch shapes. ``lamorel``: the PPO fine-tuning example of Lamorel used by the reference
@@ -91,6 +94,10 @@ class TrainConfig:
     action_set: str = "minigrid"
     tensorboard: bool = False
     wandb: bool = False
+    #: cells of a sweep run side by side in this one program: ``{"ppo.lr": [v_0, v_1, ...], ...}``
+    #: (traced fields only, ``TRACED_FIELDS``; one value per cell). Every cell runs the run's
+    #: ``num_seeds`` seeds: lane ``c * num_seeds + i`` is cell ``c``, seed ``seed + i``. Empty: one cell.
+    cells: dict = dataclasses.field(default_factory=dict)
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
 
@@ -112,8 +119,21 @@ class TrainConfig:
         return {} if self.num_actions is None else {"num_actions": self.num_actions}
 
     @property
+    def num_cells(self) -> int:
+        return len(next(iter(self.cells.values()))) if self.cells else 1
+
+    @property
     def seeds(self) -> list[int]:
-        return list(range(self.seed, self.seed + self.num_seeds))
+        """The seed id of every lane of the program (``num_seeds`` per cell, cell after cell)."""
+        return list(range(self.seed, self.seed + self.num_seeds)) * self.num_cells
+
+    def cell_values(self, cell: int) -> dict:
+        """``{field: value}`` of cell ``cell`` (empty without ``cells``)."""
+        return {name: values[cell] for name, values in self.cells.items()}
+
+    def cell_ppo(self, cell: int) -> PPOConfig:
+        """The student's config as cell ``cell`` runs it."""
+        return self.ppo.replace(**{name[len("ppo."):]: v for name, v in self.cell_values(cell).items()})
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -143,6 +163,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_choice("action_set", config.action_set, tuple(ACTION_SETS))
     if config.action_set != "minigrid" and not config.env_id.startswith("BabyAI-"):
         raise ValueError(f"action_set={config.action_set!r} applies to BabyAI levels only, not {config.env_id!r}")
+    _check_cells(config)
     for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every", "eval_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
@@ -152,8 +173,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"table_capacity={config.table_capacity} is too large; at most 2**28 rows per seed")
     need, have = memory_estimate(config), _physical_memory()
     if have and need > 0.8 * have:
+        cells = f"{config.num_cells} cells x " if config.cells else ""
         raise ValueError(
-            f"num_seeds={config.num_seeds} x num_envs={config.ppo.num_envs} x num_steps={config.ppo.num_steps} "
+            f"{cells}num_seeds={config.num_seeds} x num_envs={config.ppo.num_envs} x num_steps={config.ppo.num_steps} "
             f"needs ~{need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB"
         )
     t = config.teacher
@@ -172,13 +194,33 @@ def resolve(config: TrainConfig) -> TrainConfig:
     return config.replace(hint_mode=mode, ppo=ppo)
 
 
+def _check_cells(config: TrainConfig) -> None:
+    """``cells``: traced fields only, one finite value per cell, equally many, each cell valid."""
+    if not isinstance(config.cells, dict):
+        raise ValueError(f"cells={config.cells!r} must be a mapping of field -> list of values")
+    sizes = set()
+    for name, values in config.cells.items():
+        if name not in TRACED_FIELDS:
+            raise ValueError(f"cells field {name!r} cannot vary inside one program; allowed: {', '.join(TRACED_FIELDS)}")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"cells[{name!r}]={values!r} must be a non-empty list of numbers")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"cells[{name!r}] value {v!r} is not a number")
+        sizes.add(len(values))
+    if len(sizes) > 1:
+        raise ValueError(f"cells lists have different lengths {sorted(sizes)}; one value per cell in every list")
+    for c in range(config.num_cells):
+        config.cell_ppo(c)  # PPOConfig checks each value (one-line ValueError naming it)
+
+
 def memory_estimate(config: TrainConfig) -> int:
     """A rough upper estimate of a run's memory in bytes: per seed ~1 KiB per rollout step
     (observation, transition, scene, percept), ~4 KiB per environment, 40 B per hint-table row
     and ~8 MiB for a small teacher with its optimiser; refused up front when beyond the machine."""
     p = config.ppo
     per_seed = 1024 * p.num_envs * p.num_steps + 4096 * p.num_envs + 40 * config.table_capacity + (8 << 20)
-    return int(config.num_seeds * per_seed)
+    return int(len(config.seeds) * per_seed)
 
 
 def _physical_memory() -> int:

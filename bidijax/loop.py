@@ -42,7 +42,7 @@ from . import config as cfg
 from . import hints as hn
 from . import loggers, rundir, teaching
 from .envs import make
-from .student import EVAL_COLUMNS, PPOConfig, eval_key, make_evaluate, make_train, vmap_seeds
+from .student import EVAL_COLUMNS, TRACED, PPOConfig, eval_key, hyper_of, make_evaluate, make_train, vmap_seeds
 
 #: metric columns that measure wall-clock time (they differ between otherwise identical runs)
 TIMING_COLUMNS = ("wall_s", "student_s", "teacher_s", "eval_s", "frames_per_s")
@@ -66,9 +66,16 @@ class LoopState:
     pending: teaching.Pending | None = None  # ``overlap``: the last update's feedback, not yet taught
 
 
+def _program(ppo: PPOConfig) -> PPOConfig:
+    """``ppo`` with its traced fields at their defaults: what the compiled program depends on
+    (the values themselves ride in each student's ``RunnerState.hyper``)."""
+    return ppo.replace(**{name: getattr(PPOConfig, name) for name in TRACED})
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled(env_id: str, env_overrides: tuple, ppo: PPOConfig, eval_episodes: int):
-    """Environment and jitted student functions, shared by every ``Loop`` with the same settings."""
+    """Environment and jitted student functions, shared by every ``Loop`` with the same settings
+    (``ppo`` as ``_program`` gives it: traced values do not recompile)."""
     env = make(env_id, **dict(env_overrides))
     train = make_train(ppo, env)
     init, update = vmap_seeds(train)
@@ -91,7 +98,7 @@ class Loop:
         self.config = config = cfg.resolve(config)
         overrides = tuple(sorted(config.env_overrides.items()))
         self.env, self._init, self._update, self._warm, self._evaluate, (self._rollout, self._learn) = _compiled(
-            config.env_id, overrides, config.ppo, config.eval_episodes
+            config.env_id, overrides, _program(config.ppo), config.eval_episodes
         )
         self.num_actions = int(self.env.action_space.n)
         if teachers is None:
@@ -100,10 +107,16 @@ class Loop:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def hypers(self):
+        """Every lane's numeric hyper-parameters (its cell's values): a ``Hyper`` with a leading lane axis."""
+        c = self.config
+        per_cell = [hyper_of(c.cell_ppo(cell)) for cell in range(c.num_cells)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[h for h in per_cell for _ in range(c.num_seeds)])
+
     def init(self) -> LoopState:
-        """Fresh students (one per seed id) and empty tables; no warm-up yet."""
+        """Fresh students (one per lane: seed id and cell) and empty tables; no warm-up yet."""
         keys = jnp.stack([jax.random.PRNGKey(s) for s in self.config.seeds])
-        runners = self._init(keys)
+        runners = self._init(keys, self.hypers())
         tables = [hn.empty(self.config.table_capacity, self.num_actions) for _ in self.config.seeds]
         return LoopState(0, runners, tables, self.teachers, [{} for _ in self.config.seeds])
 
@@ -171,10 +184,10 @@ class Loop:
         t_eval = time.perf_counter() - t2
         wall = time.perf_counter() - t0
         misses = feedback.misses  # what the table still missed when the student learned
-        scored = jax.device_get(misses_first.count) if self.score_first else np.zeros(c.num_seeds, int)
+        scored = jax.device_get(misses_first.count) if self.score_first else np.zeros(len(c.seeds), int)
         rows = []
         for i, seed in enumerate(c.seeds):
-            row = {"iteration": it, "seed": seed}
+            row = {"iteration": it, "seed": seed, **({"cell": i // c.num_seeds} if c.cells else {})}
             row.update({k: _num(metrics[k][i]) for k in _STUDENT_COLUMNS})
             row.update(frames=int(row["frames"]), episodes=int(row["episodes"]))
             row.update({k: _num(evaluation[k][i]) if evaluation else float("nan") for k in EVAL_COLUMNS})
@@ -188,7 +201,7 @@ class Loop:
                 student_s=wall - t_teach - t_eval,
                 teacher_s=t_teach,
                 eval_s=t_eval,
-                frames_per_s=c.ppo.frames_per_update * c.num_seeds / max(wall - t_eval, 1e-9),
+                frames_per_s=c.ppo.frames_per_update * len(c.seeds) / max(wall - t_eval, 1e-9),
             )
             if not self.teachers:
                 row.update({k: float("nan") for k in _TEACHER_COLUMNS})

@@ -7,7 +7,8 @@ shows the student's evaluation (``eval_success``, ``eval_return``; only the iter
 evaluated are drawn) or, for runs without evaluations, the behaviour policy's episodes
 (``behaviour_success``/``behaviour_return``, ``success_rate``/``mean_return`` in older runs); the
 titles name the metric drawn. ``teacher_agreement.png`` shows how often the teacher's preferred
-action is an oracle action on the situations the student visited.
+action is an oracle action on the situations the student visited. For a sweep directory,
+``sensitivity.png`` shows the final metric against each swept value (``plot_sensitivity``).
 """
 
 from __future__ import annotations
@@ -97,4 +98,61 @@ def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
     paths.append(os.path.join(out_dir, "teacher_agreement.png"))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
+    if len(run_dirs) == 1 and os.path.isfile(os.path.join(run_dirs[0], "sweep.json")):
+        paths.append(plot_sensitivity(run_dirs[0], out_dir, cells=cells))
     return paths
+
+
+def plot_sensitivity(sweep_dir: str, out_dir: str | None = None, metric: str | None = None, cells=None) -> str:
+    """``sensitivity.png`` of a sweep: one panel per swept field, the metric at each cell's last
+    complete iteration (IQM over seeds, 95% stratified bootstrap CI) against that field's values,
+    one line per combination of the other swept values. Returns the path."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(os.path.join(sweep_dir, "sweep.json")) as f:
+        spec = json.load(f)
+    fields, values = spec["fields"], spec["cells"]
+    cells = {c.name: c for c in (cells or report.load_runs(sweep_dir))}
+    metric = metric or spec.get("metric") or "eval_success"
+    from .sweep import cell_name
+
+    names = [cell_name(fields, v) for v in values]
+    present = [i for i, n in enumerate(names) if n in cells and cells[n].has(metric)]
+    scores = {names[i]: report.at_budget(cells[names[i]].values(metric), cells[names[i]].iterations) for i in present}
+    est = report.interval_estimates(scores, reps=CURVE_REPS) if scores else {}
+    fig, axes = plt.subplots(1, len(fields), figsize=(5.5 * len(fields), 4.2), squeeze=False)
+    for ax, field in zip(axes[0], fields):
+        xs = list(dict.fromkeys(values[i][field] for i in present))
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        pos = {x: (x if numeric else k) for k, x in enumerate(xs)}
+        lines: dict[str, list[int]] = {}
+        for i in present:
+            rest = cell_name([k for k in fields if k != field], values[i]) or "all cells"
+            lines.setdefault(rest, []).append(i)
+        for label, ids in lines.items():
+            ids = sorted(ids, key=lambda i: pos[values[i][field]])
+            x = [pos[values[i][field]] for i in ids]
+            iqm = np.array([est[names[i]]["iqm"] for i in ids])
+            (line,) = ax.plot(x, iqm[:, 0], marker="o", label=label if len(lines) > 1 else None)
+            ax.fill_between(x, iqm[:, 1], iqm[:, 2], color=line.get_color(), alpha=0.2)
+        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+        ax.set_xlabel(field)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{metric} at the last iteration against each swept value; {CI_NOTE}", fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(out_dir or sweep_dir, "sensitivity.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+

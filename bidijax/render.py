@@ -89,10 +89,11 @@ def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_ind
     ckpt = rundir.latest_checkpoint(run_dir)
     if ckpt is None:
         raise ValueError(f"run directory {run_dir!r} has no checkpoint yet")
-    if not 0 <= seed_index < config.num_seeds:
-        raise ValueError(f"seed index {seed_index} is out of range; the run has {config.num_seeds} seed(s)")
+    lanes = len(config.seeds)  # num_seeds per sweep cell
+    if not 0 <= seed_index < lanes:
+        raise ValueError(f"seed index {seed_index} is out of range; the run has {lanes} seed(s)")
     loop = Loop(config, teachers=[])
-    like = jax.eval_shape(loop._init, jax.numpy.zeros((config.num_seeds, 2), jax.numpy.uint32))
+    like = jax.eval_shape(loop._init, jax.numpy.zeros((lanes, 2), jax.numpy.uint32), loop.hypers())
     _, runners = rundir.load_checkpoint(ckpt, like)
     from .teaching import load_tables
 

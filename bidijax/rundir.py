@@ -27,7 +27,8 @@ CHECKPOINTS = "checkpoints"
 KEEP = 2  # complete checkpoints kept
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a synced temporary file and a rename (never half a file)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)
@@ -59,7 +60,7 @@ def is_run_dir(path: str) -> bool:
 
 
 def write_config(run_dir: str, config: dict) -> None:
-    _write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_config(run_dir: str) -> dict:
@@ -193,11 +194,11 @@ def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=Non
         ckptr.wait_until_finished()
     if write is not None:
         write(tmp)
-    _write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n")
+    write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n")
     if os.path.exists(final):
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n")
+    write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n")
     done = sorted(d for d in os.listdir(root) if d.startswith("it-"))
     for d in done[:-KEEP]:
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)

@@ -6,6 +6,13 @@ import dataclasses
 import math
 
 HINT_MODES = ("none", "distill", "prior", "teacher_policy")
+#: PPO fields that only change numbers, never shapes: the student reads them from a traced
+#: ``Hyper`` pytree (``RunnerState.hyper``), so one compiled program runs any mix of values (a
+#: sweep's cells side by side, vmapped like seeds)
+TRACED = (
+    "lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm",
+    "beta_start", "beta_end", "beta_anneal_frac", "prior_weight",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 ``make_train(config, env)`` returns ``Train(init, update, collect)``:
 
-* ``init(key) -> RunnerState``: network parameters, optimiser state, environments, RNG.
+* ``init(key, hyper=None) -> RunnerState``: network parameters, optimiser state, environments,
+  RNG, and the numeric hyper-parameters (``Hyper``: learning rate, clip, coefficients, gamma,
+  lambda, beta schedule) as traced values, so one compiled program runs students with different
+  values side by side (a sweep's cells, vmapped like seeds).
 * ``update(runner_state, hint_table) -> (runner_state, metrics, feedback)``: one iteration,
   ``num_steps`` steps in ``num_envs`` environments, then ``update_epochs`` PPO epochs over
   ``num_minibatches`` minibatches. Pure and jittable; ``jax.vmap`` both functions to run
@@ -37,11 +40,33 @@ from ..envs import constants as C
 from ..envs.oracle import oracle_actions
 from ..envs.perception import percept, situation_key
 from ..envs.scene import Scene, mission_of, scene_of
-from .config import PPOConfig
+from .config import TRACED, PPOConfig
 from . import shuffle
 from .networks import ActorCritic
 
 LOG_EPS = 1e-8
+
+
+class Hyper(struct.PyTreeNode):
+    """The student's numeric hyper-parameters as traced float32 scalars (``config.TRACED``)."""
+
+    lr: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    clip_eps: jax.Array
+    ent_coef: jax.Array
+    vf_coef: jax.Array
+    max_grad_norm: jax.Array
+    beta_start: jax.Array
+    beta_end: jax.Array
+    beta_anneal_frac: jax.Array
+    prior_weight: jax.Array
+
+
+def hyper_of(config: PPOConfig, **overrides) -> Hyper:
+    """``config``'s traced fields (``overrides`` on top) as a ``Hyper`` of float32 scalars."""
+    values = {name: overrides.get(name, getattr(config, name)) for name in TRACED}
+    return Hyper(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
 
 
 class RunnerState(struct.PyTreeNode):
@@ -50,6 +75,7 @@ class RunnerState(struct.PyTreeNode):
     timestep: Any
     key: jax.Array
     update_idx: jax.Array  # int32: updates done so far
+    hyper: Hyper  # this student's numeric hyper-parameters (one per seed / sweep cell)
 
 
 class Transition(NamedTuple):
@@ -128,12 +154,23 @@ def gae(rewards, values, next_values, next_type, gamma: float, lam: float):
     return adv, delta
 
 
-def beta_schedule(config: PPOConfig, update_idx: jax.Array) -> jax.Array:
+def beta_schedule(config: PPOConfig, update_idx: jax.Array, hyper: Hyper | None = None) -> jax.Array:
     """Distillation weight of update ``update_idx`` (0-based): linear from ``beta_start`` to
-    ``beta_end`` over the first ``beta_anneal_frac * num_updates`` updates, ``beta_end`` after."""
-    span = config.beta_anneal_frac * config.num_updates
-    frac = jnp.clip(update_idx / span, 0.0, 1.0) if span > 0 else jnp.ones_like(update_idx, jnp.float32)
-    return config.beta_start + frac * (config.beta_end - config.beta_start)
+    ``beta_end`` over the first ``beta_anneal_frac * num_updates`` updates, ``beta_end`` after
+    (values from ``hyper``, by default ``config``'s)."""
+    h = hyper_of(config) if hyper is None else hyper
+    span = h.beta_anneal_frac * config.num_updates
+    frac = jnp.where(span > 0, jnp.clip(update_idx / jnp.maximum(span, 1e-30), 0.0, 1.0), 1.0)
+    return h.beta_start + frac * (h.beta_end - h.beta_start)
+
+
+def optimizer(config: PPOConfig, h: Hyper) -> optax.GradientTransformation:
+    """Global-norm clipping, then Adam at ``h.lr`` (linearly to 0 over the run with ``anneal_lr``).
+    The state's structure does not depend on ``h``'s values."""
+    lr = h.lr
+    if config.anneal_lr:
+        lr = optax.linear_schedule(h.lr, 0.0, config.num_updates * config.update_epochs * config.num_minibatches)
+    return optax.chain(optax.clip_by_global_norm(h.max_grad_norm), optax.adam(lr, eps=1e-5))
 
 
 def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
@@ -147,24 +184,21 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
     if track_oracle is None:
         track_oracle = use_table
     n_mb = config.num_minibatches
-    steps_per_update = config.update_epochs * n_mb
-    if config.anneal_lr:
-        lr = optax.linear_schedule(config.lr, 0.0, config.num_updates * steps_per_update)
-    else:
-        lr = config.lr
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
 
-    def init(key: jax.Array) -> RunnerState:
+    def init(key: jax.Array, hyper: Hyper | None = None) -> RunnerState:
+        """A fresh student; ``hyper`` (default: ``config``'s values) rides along in its state."""
+        hyper = hyper_of(config) if hyper is None else hyper
         k_net, k_env, k_run = jax.random.split(key, 3)
         timestep = jax.vmap(env.reset)(jax.random.split(k_env, config.num_envs))
         one_obs = jax.tree.map(lambda x: x[0], timestep.observation)
         params = net.init(k_net, one_obs)
-        return RunnerState(params, tx.init(params), timestep, k_run, jnp.asarray(0, jnp.int32))
+        opt_state = optimizer(config, hyper).init(params)
+        return RunnerState(params, opt_state, timestep, k_run, jnp.asarray(0, jnp.int32), hyper)
 
-    def behaviour_logits(logits, teacher, hit):
+    def behaviour_logits(logits, teacher, hit, h: Hyper):
         log_t = jnp.log(teacher + LOG_EPS)
         if config.hint_mode == "prior":
-            return jnp.where(hit[:, None], logits + config.prior_weight * log_t, logits)
+            return jnp.where(hit[:, None], logits + h.prior_weight * log_t, logits)
         if config.hint_mode == "teacher_policy":
             return log_t
         return logits
@@ -202,7 +236,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
                 mission = jax.vmap(mission_of)(ts.state) if mission is None else mission
             else:
                 best = None
-            beh = behaviour_logits(logits, teacher, hit)
+            beh = behaviour_logits(logits, teacher, hit, runner.hyper)
             action = jax.random.categorical(k_act, beh)
             logp = jnp.take_along_axis(jax.nn.log_softmax(beh), action[:, None], -1)[:, 0]
             nts = jax.vmap(env.step)(ts, action)
@@ -229,10 +263,11 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         (ts, key), (traj, extra) = jax.lax.scan(step, (runner.timestep, runner.key), None, config.num_steps)
         _, last_value = apply(runner.params, ts.observation)
         next_values = jnp.concatenate([traj.value[1:], last_value[None]], axis=0)
-        adv, td = gae(traj.reward, traj.value, next_values, traj.next_type, config.gamma, config.gae_lambda)
+        h = runner.hyper
+        adv, td = gae(traj.reward, traj.value, next_values, traj.next_type, h.gamma, h.gae_lambda)
         return Rollout(ts, key, traj, extra, adv, td)
 
-    def loss_fn(params, mb: Batch, beta):
+    def loss_fn(params, mb: Batch, beta, h: Hyper):
         adv, targets = mb.advantage, mb.target
         logits, value = apply(params, mb.obs)
         logp_all = jax.nn.log_softmax(logits)
@@ -242,11 +277,11 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         adv_n = (adv - mean) / (jnp.sqrt(var) + 1e-8)
         log_ratio = logp - mb.logp_behaviour
         ratio = jnp.exp(log_ratio)
-        pg = -jnp.minimum(ratio * adv_n, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * adv_n)
+        pg = -jnp.minimum(ratio * adv_n, jnp.clip(ratio, 1 - h.clip_eps, 1 + h.clip_eps) * adv_n)
         pg_loss = masked_mean(pg, m)
         v_err = jnp.square(value - targets)
         if config.clip_value:
-            v_clip = mb.value + jnp.clip(value - mb.value, -config.clip_eps, config.clip_eps)
+            v_clip = mb.value + jnp.clip(value - mb.value, -h.clip_eps, h.clip_eps)
             v_err = jnp.maximum(v_err, jnp.square(v_clip - targets))
         v_loss = 0.5 * masked_mean(v_err, m)
         probs = jnp.exp(logp_all)
@@ -256,7 +291,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
             distill = masked_mean(ce * mb.hit, m)
         else:  # no table: no hit, no distillation term
             distill = jnp.zeros((), logp_all.dtype)
-        total = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        total = pg_loss + h.vf_coef * v_loss - h.ent_coef * entropy
         if config.hint_mode == "distill":
             total = total + beta * distill
         stats = {
@@ -265,7 +300,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
             "entropy": entropy,
             "distill_loss": distill,
             "approx_kl": masked_mean((ratio - 1.0) - log_ratio, m),
-            "clip_frac": masked_mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32), m),
+            "clip_frac": masked_mean((jnp.abs(ratio - 1.0) > h.clip_eps).astype(jnp.float32), m),
         }
         return total, stats
 
@@ -292,7 +327,9 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
             teacher, hit, row = hn.lookup(table, traj.key)
             traj = traj._replace(teacher=teacher, hit=hit, row=row)
         targets = adv + traj.value
-        beta = beta_schedule(config, runner.update_idx)
+        h = runner.hyper
+        beta = beta_schedule(config, runner.update_idx, h)
+        tx = optimizer(config, h)
 
         batch_size = config.num_steps * config.num_envs
         flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
@@ -311,7 +348,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
             def minibatch(carry, idx):
                 params, opt_state = carry
                 mb = jax.tree.map(lambda x: x[idx], data)
-                (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, beta)
+                (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, beta, h)
                 updates, opt_state = tx.update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), opt_state), stats
 
@@ -321,7 +358,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         (params, opt_state, key), stats = jax.lax.scan(
             epoch, (runner.params, runner.opt_state, key), None, config.update_epochs
         )
-        new_runner = RunnerState(params, opt_state, ts, key, runner.update_idx + 1)
+        new_runner = RunnerState(params, opt_state, ts, key, runner.update_idx + 1, h)
 
         feedback = fb.aggregate(
             traj.row, traj.action, td, adv, traj.valid & traj.hit, table.capacity, num_actions

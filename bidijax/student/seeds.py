@@ -33,10 +33,17 @@ def shard_seeds(tree, mesh: Mesh):
 
 
 def vmap_seeds(train):
-    """``(init, update)`` over a leading seed axis: ``init(keys[S])``, ``update(runners, tables)``.
+    """``(init, update)`` over a leading seed axis: ``init(keys[S], hypers=None)`` (``hypers``: a
+    ``Hyper`` with a leading axis, one per seed; default the config's), ``update(runners, tables)``.
 
     Seeds are initialised one after another (``lax.map``) inside one program: vmapping the
     orthogonal initialisers' QR decompositions can deadlock XLA's CPU scheduler (seen with
     jax 0.10.2). Updates are vmapped.
     """
-    return jax.jit(lambda keys: jax.lax.map(train.init, keys)), jax.jit(jax.vmap(train.update))
+
+    def init(keys, hypers=None):
+        if hypers is None:
+            return jax.lax.map(train.init, keys)
+        return jax.lax.map(lambda kh: train.init(*kh), (keys, hypers))
+
+    return jax.jit(init), jax.jit(jax.vmap(train.update))
