@@ -118,9 +118,11 @@ def main(argv=None) -> int:
         looped = {}
         for k, (lr, seed) in enumerate(runs):
             looped.update({(lr, seed): v for v in final_eval(os.path.join(out, f"run{k:03d}", "metrics.csv"), lambda r: 0).values()})
-        diff = max(abs(swept[r] - looped[r]) for r in runs)
         same = sum(swept[r] == looped[r] for r in runs)
-        print(f"  check: final eval_success equal in {same}/{len(runs)} runs (max difference {diff:.3f})")
+        mean = lambda d: np.mean([d[r] for r in runs])
+        print(f"  check: final eval_success identical in {same}/{len(runs)} runs; mean over runs {mean(swept):.3f} "
+              f"(sweep) vs {mean(looped):.3f} (loop). Programs of different lane counts round differently; "
+              "once that flips a sampled action, a run's trajectory diverges (see README)")  # fmt: skip
 
     print()
     print(f"| way | wall time (s) | / sweep | peak RSS (GiB) |")

@@ -61,31 +61,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add("", cfg.TrainConfig(), parser)
 
 
-def _nested(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        *heads, tail = key.split(".")
-        node = out
-        for head in heads:
-            node = node.setdefault(head, {})
-        node[tail] = value
-    return out
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> cfg.TrainConfig:
     """The run's config: defaults < ``base`` (a run's config.json) < ``--config`` file < flags."""
     flat = {k: v for k, v in vars(args).items() if k not in _NON_CONFIG}
     d = dict(base or {})
     if getattr(args, "config", None):
-        d = _merge(d, cfg.load_file(args.config))
-    d = _merge(d, _nested(flat))
+        d = cfg.merge_dicts(d, cfg.load_file(args.config))
+    d = cfg.merge_dicts(d, cfg.nested(flat))
     d.setdefault("preset", "default")
     return cfg.resolve(cfg.from_dict(d))
 

@@ -79,6 +79,10 @@ class TrainConfig:
     num_seeds: int = 3
     seed: int = 0
     table_capacity: int = 4096  # hint-table rows per seed; grows (doubling, one recompile) when full
+    #: at most this many rows per seed: beyond it the least recently used situations (last scored
+    #: or visited) are evicted from the table, the teacher's caches and the oracle book. -1:
+    #: automatic (``resolve`` sets max(2**17, 2 x the steps of one rollout)); 0: no limit
+    table_max_rows: int = -1
     checkpoint_every: int = 10  # iterations between checkpoints (and at the end)
     #: teachers work on update t-1's feedback while the student runs update t (hints one
     #: iteration staler; the teacher's time hides behind the student's)
@@ -87,6 +91,9 @@ class TrainConfig:
     #: trip), so the distillation loss and the feedback cover every step, not only the steps
     #: whose situation was known when the rollout started
     score_first: bool = True
+    #: a teacher that raises: ``stop`` the run with one line (the last checkpoint stays intact) or
+    #: ``skip`` that phase of the turn (counted in ``teacher_errors``; its situations stay misses)
+    teacher_faults: str = "stop"
     #: student-alone evaluation (sampled and greedy) every ``eval_every`` iterations and at the end
     eval_every: int = 5
     eval_episodes: int = 32
@@ -161,6 +168,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         allowed = {"ppo": ("none",), "teacher_only": ("teacher_policy",)}.get(config.arm, ("distill", "prior"))
         _check_choice(f"hint_mode for the {config.arm} arm", config.hint_mode, allowed)
     _check_choice("action_set", config.action_set, tuple(ACTION_SETS))
+    _check_choice("teacher_faults", config.teacher_faults, ("stop", "skip"))
     if config.action_set != "minigrid" and not config.env_id.startswith("BabyAI-"):
         raise ValueError(f"action_set={config.action_set!r} applies to BabyAI levels only, not {config.env_id!r}")
     _check_cells(config)
@@ -169,6 +177,14 @@ def resolve(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
     if not 0 <= config.seed < 2**31 - config.num_seeds:
         raise ValueError(f"seed={config.seed} must lie in [0, 2**31 - num_seeds)")
+    need_rows = config.ppo.miss_buffer_size or config.ppo.num_envs * config.ppo.num_steps
+    if config.table_max_rows == -1:
+        config = config.replace(table_max_rows=max(2**17, 2 * config.ppo.num_envs * config.ppo.num_steps))
+    if config.table_max_rows and not need_rows <= config.table_max_rows <= 2**28:
+        raise ValueError(
+            f"table_max_rows={config.table_max_rows} must be -1 (automatic), 0 (no limit) or between the miss buffer's "
+            f"{need_rows} rows (one rollout's new situations) and 2**28"
+        )
     if config.table_capacity > 2**28:
         raise ValueError(f"table_capacity={config.table_capacity} is too large; at most 2**28 rows per seed")
     need, have = memory_estimate(config), _physical_memory()
@@ -280,6 +296,28 @@ def _coerce(value, kind: type, name: str):
         return kind(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def nested(flat: dict) -> dict:
+    """``{"ppo.lr": x, "arm": y}`` -> ``{"ppo": {"lr": x}, "arm": y}``."""
+    out: dict = {}
+    for key, value in flat.items():
+        *heads, tail = key.split(".")
+        node = out
+        for head in heads:
+            node = node.setdefault(head, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"field {key!r} is not inside a config section")
+        node[tail] = value
+    return out
+
+
+def merge_dicts(a: dict, b: dict) -> dict:
+    """``a`` with ``b`` on top, nested mappings merged key by key."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def from_dict(d: dict, base: TrainConfig | None = None) -> TrainConfig:

@@ -5,7 +5,10 @@ number ``hi * 2**32 + lo``); unused rows carry the largest key and ``valid = Fal
 are a vectorised binary search (``searchsorted`` over two words) plus an equality check.
 Building and merging happen on the host (numpy) between jitted chunks; a merge that would
 exceed the capacity either grows the table to the next power of two (the next jitted call
-recompiles once for the new shape) or raises, as the caller chooses.
+recompiles once for the new shape) or raises, as the caller chooses. Each row carries a
+``stamp`` (the iteration it was last scored or visited, set on the host by ``merge`` and
+``touch``); ``make_room`` evicts the least recently stamped rows, so a table with a row limit
+stays bounded on levels whose situations rarely repeat.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class HintTable(struct.PyTreeNode):
     keys: jax.Array  # uint32[K, 2], sorted; unused rows hold (SENTINEL, SENTINEL)
     probs: jax.Array  # float32[K, A]: the teacher's action distribution per situation
     valid: jax.Array  # bool[K]
+    stamp: jax.Array  # int32[K]: iteration the row was last scored or visited (eviction order)
 
     @property
     def capacity(self) -> int:
@@ -57,6 +61,7 @@ def empty(capacity: int, num_actions: int) -> HintTable:
         keys=jnp.full((capacity, 2), SENTINEL, jnp.uint32),
         probs=jnp.full((capacity, num_actions), 1.0 / num_actions, jnp.float32),
         valid=jnp.zeros(capacity, bool),
+        stamp=jnp.zeros(capacity, jnp.int32),
     )
 
 
@@ -80,8 +85,8 @@ def rows(table: HintTable) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(table.keys)[valid], np.asarray(table.probs)[valid]
 
 
-def merge(table: HintTable, keys, probs, grow: bool = False) -> HintTable:
-    """Insert or overwrite rows (host side); keys stay sorted and unique.
+def merge(table: HintTable, keys, probs, grow: bool = False, stamp: int = 0) -> HintTable:
+    """Insert or overwrite rows (host side); keys stay sorted and unique; the given rows get ``stamp``.
 
     When the merged rows exceed the capacity: with ``grow`` the capacity doubles until they fit,
     otherwise ``TableFullError``.
@@ -93,6 +98,7 @@ def merge(table: HintTable, keys, probs, grow: bool = False) -> HintTable:
     old_keys, old_probs = rows(table)
     all_keys = np.concatenate([old_keys, keys])
     all_probs = np.concatenate([old_probs, probs])
+    all_stamps = np.concatenate([np.asarray(table.stamp)[np.asarray(table.valid)], np.full(len(keys), stamp, np.int32)])
     k64 = key64(all_keys)
     # keep the last occurrence of each key: unique over the reversed arrays
     rev = k64[::-1]
@@ -112,8 +118,44 @@ def merge(table: HintTable, keys, probs, grow: bool = False) -> HintTable:
     out_keys = np.full((capacity, 2), SENTINEL, np.uint32)
     out_probs = np.full((capacity, table.num_actions), 1.0 / table.num_actions, np.float32)
     valid = np.zeros(capacity, bool)
-    out_keys[:n], out_probs[:n], valid[:n] = all_keys[pick], all_probs[pick], True
-    return HintTable(keys=jnp.asarray(out_keys), probs=jnp.asarray(out_probs), valid=jnp.asarray(valid))
+    stamps = np.zeros(capacity, np.int32)
+    out_keys[:n], out_probs[:n], valid[:n], stamps[:n] = all_keys[pick], all_probs[pick], True, all_stamps[pick]
+    return HintTable(keys=jnp.asarray(out_keys), probs=jnp.asarray(out_probs), valid=jnp.asarray(valid),
+                     stamp=jnp.asarray(stamps))  # fmt: skip
+
+
+def touch(table: HintTable, keys, stamp: int) -> HintTable:
+    """The rows of ``keys`` that the table holds get ``stamp`` (host side; others unchanged)."""
+    valid = np.asarray(table.valid)
+    hit = valid & np.isin(key64(np.asarray(table.keys)), key64(_as_keys(keys)))
+    if not hit.any():
+        return table
+    return table.replace(stamp=jnp.asarray(np.where(hit, np.int32(stamp), np.asarray(table.stamp))))
+
+
+def make_room(table: HintTable, keys, max_rows: int) -> tuple[HintTable, np.ndarray]:
+    """Evict the least recently stamped rows (ties: lower keys first) so that merging ``keys``
+    leaves at most ``max_rows`` rows; returns ``(table, evicted keys uint32[E, 2])``. Rows of
+    ``keys`` themselves are never evicted; ``max_rows`` 0 means no limit."""
+    none = np.zeros((0, 2), np.uint32)
+    if max_rows <= 0:
+        return table, none
+    valid = np.asarray(table.valid)
+    old = key64(np.asarray(table.keys)[valid])
+    new = np.unique(key64(_as_keys(keys)))
+    excess = len(old) + int(np.sum(~np.isin(new, old))) - max_rows
+    if excess <= 0:
+        return table, none
+    stamps = np.asarray(table.stamp)[valid].astype(np.int64)
+    stamps[np.isin(old, new)] = np.iinfo(np.int64).max  # being re-scored: keep
+    order = np.lexsort((old, stamps))  # oldest first, then by key
+    drop = np.zeros(len(old), bool)
+    drop[order[:excess]] = True
+    k, p, st = np.asarray(table.keys)[valid], np.asarray(table.probs)[valid], np.asarray(table.stamp)[valid]
+    kept = empty(table.capacity, table.num_actions)
+    kept = merge(kept, k[~drop], p[~drop])
+    kept = kept.replace(stamp=kept.stamp.at[: int((~drop).sum())].set(jnp.asarray(st[~drop])))
+    return kept, k[drop]
 
 
 def _less(a: jax.Array, b: jax.Array) -> jax.Array:

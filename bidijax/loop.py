@@ -51,6 +51,7 @@ _STUDENT_COLUMNS = (
     "teacher_oracle_agreement", "kl_teacher_student", "policy_loss", "value_loss", "entropy",
     "distill_loss", "approx_kl", "clip_frac", "explained_variance", "beta",
 )  # fmt: skip
+_COUNTS = ("table_evicted", "teacher_rejected", "teacher_errors")  # per iteration, summed over its phases
 _TEACHER_COLUMNS = ("hint_coverage", "acting_coverage", "teacher_oracle_agreement", "kl_teacher_student", "distill_loss")
 
 
@@ -128,11 +129,12 @@ class Loop:
     def warmup(self, state: LoopState) -> tuple[LoopState, dict]:
         """Score the situations of the initial student's first rollout (teacher arms that act
         on hints; with ``score_first`` in ``distill`` mode the first update scores them itself)."""
-        if not self.teachers or (self.score_first and self.config.ppo.hint_mode == "distill"):
+        c = self.config
+        if not self.teachers or (c.score_first and c.ppo.hint_mode == "distill"):
             return state, {}
         misses = jax.device_get(self._warm(state.runners, teaching.stack_tables(state.tables)))
-        tables, n = teaching.score_misses(state.tables, state.books, self.teachers, misses)
-        return dataclasses.replace(state, tables=tables), {"warmup_situations": n}
+        scored = teaching.score_misses(state.tables, state.books, self.teachers, misses, c.table_max_rows, 0, c.teacher_faults)
+        return dataclasses.replace(state, tables=scored.tables), {"warmup_situations": scored.situations}
 
     def evaluate(self, runners, iteration: int) -> dict:
         """The student networks alone (sampled and greedy): ``{column: float[S]}``."""
@@ -155,9 +157,11 @@ class Loop:
         it = state.iteration + 1
         t0 = time.perf_counter()
         tables, t_teach = state.tables, 0.0
+        first = dict(table_evicted=np.zeros(len(c.seeds), int), teacher_rejected=np.zeros(len(c.seeds), int), teacher_errors=0)
         if self.score_first:  # rollout, then its new situations scored, then the epochs
             ro, misses = self._rollout(state.runners, teaching.stack_tables(tables))  # dispatched
         else:
+            learned = tables
             out = self._update(state.runners, teaching.stack_tables(tables))  # dispatched, not awaited
         turn = functools.partial(teaching.turn, c, books=state.books, teachers=self.teachers)
         if c.overlap:  # the teachers' turn on the previous update, while this one runs
@@ -167,13 +171,19 @@ class Loop:
         if self.score_first:
             t1 = time.perf_counter()
             misses_first = jax.device_get(misses)
-            tables, _ = teaching.score_misses(tables, state.books, self.teachers, misses_first)
+            got = teaching.score_misses(tables, state.books, self.teachers, misses_first, c.table_max_rows, it, c.teacher_faults)
+            tables = got.tables
+            first.update(table_evicted=got.evicted, teacher_rejected=got.rejected, teacher_errors=got.errors)
             t_teach += time.perf_counter() - t1
+            learned = tables
             out = self._learn(state.runners, ro, teaching.stack_tables(tables))
         metrics, feedback = jax.device_get(out[1:])
+        if self.teachers:  # rows this update used are the most recently used
+            tables = teaching.touch(tables, learned, feedback.visits, it)
         pending = None
         if self.teachers:
-            pending = teaching.pending_of(tables, feedback, metrics["explained_variance"], it)
+            # feedback rows index the tables the update read (``learned``), not any merged since
+            pending = teaching.pending_of(learned, feedback, metrics["explained_variance"], it)
         if not c.overlap:  # the teachers' turn on this update
             t1 = time.perf_counter()
             tables, teacher_stats = turn(tables=tables, pending=pending)
@@ -184,7 +194,9 @@ class Loop:
         t_eval = time.perf_counter() - t2
         wall = time.perf_counter() - t0
         misses = feedback.misses  # what the table still missed when the student learned
-        scored = jax.device_get(misses_first.count) if self.score_first else np.zeros(len(c.seeds), int)
+        scored = np.zeros(len(c.seeds), int)  # new situations the teachers scored before the epochs
+        if self.score_first and not first["teacher_errors"]:
+            scored = jax.device_get(misses_first.count)
         rows = []
         for i, seed in enumerate(c.seeds):
             row = {"iteration": it, "seed": seed, **({"cell": i // c.num_seeds} if c.cells else {})}
@@ -197,7 +209,9 @@ class Loop:
                 misses=int(misses.count[i]) if misses is not None else 0,
                 miss_overflow=int(misses.overflow[i]) if misses is not None else 0,
                 teacher_version=self.teachers.versions[i] if self.teachers else 0,
-                **{k: _num(v) for k, v in teacher_stats[i].items()},
+                **{k: _num(v) for k, v in teacher_stats[i].items() if k not in _COUNTS},
+                # score_first's scoring and the turn's, together
+                **{k: int(teacher_stats[i].get(k, 0) + np.broadcast_to(first[k], len(c.seeds))[i]) for k in _COUNTS},
                 student_s=wall - t_teach - t_eval,
                 teacher_s=t_teach,
                 eval_s=t_eval,

@@ -2,8 +2,9 @@
 
 On a terminal: one ``tqdm`` bar redrawn in place (units done / total, elapsed, ETA, a status
 text). Elsewhere (CI, a log file): one plain line roughly every tenth of the way, plus the first
-and the last, each with the same numbers. The ETA counts only the units done since this process
-started (a resumed run does not look faster than it is).
+and the last, each with the same numbers. The ETA uses the rate of the units done after the
+first one this process did (that one carries start-up and compilation; a resumed run does not
+look faster than it is either).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Bar:
         self.start = time.perf_counter()
         self.tty = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
         self._bar = None
+        self._first = None  # (time, units done) at this process's first update
         if self.tty:
             from tqdm import tqdm
 
@@ -37,8 +39,11 @@ class Bar:
                              unit="it", smoothing=0.1)  # fmt: skip
 
     def eta(self) -> float:
-        """Seconds left at this process's rate so far (``inf`` before the first unit)."""
-        rate = (self.done - self.start_done) / max(time.perf_counter() - self.start, 1e-9)
+        """Seconds left at the rate since this process's first update (``inf`` until a second one)."""
+        if self._first is None:
+            return float("inf")
+        t, done = self._first
+        rate = (self.done - done) / max(time.perf_counter() - t, 1e-9)
         return (self.total - self.done) / rate if rate > 0 else float("inf")
 
     def line(self, status: str = "") -> str:
@@ -49,6 +54,8 @@ class Bar:
     def update(self, n: int, status: str = "") -> None:
         """``n`` more units done; ``status`` is shown beside the numbers."""
         before, self.done = self.done, min(self.total, self.done + int(n))
+        if self._first is None:
+            self._first = (time.perf_counter(), self.done)
         if self.quiet:
             return
         if self._bar is not None:

@@ -116,26 +116,6 @@ def _lists(name: str, mapping) -> dict:
     return mapping
 
 
-def _nested(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        *heads, tail = key.split(".")
-        node = out
-        for head in heads:
-            node = node.setdefault(head, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"field {key!r} is not inside a config section")
-        node[tail] = value
-    return out
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _get(config, field: str):
     obj = config
     for part in field.split("."):
@@ -175,7 +155,7 @@ def plan(spec: dict) -> Sweep:
     axes = [[{f: v} for v in values] for f, values in grid.items()]
     axes += [[{f: group[f][i] for f in group} for i in range(len(next(iter(group.values()))))] for group in zips]
     count = math.prod(len(a) for a in axes)
-    base_config = cfg.resolve(cfg.from_dict(_merge(base, {"num_seeds": seeds})))
+    base_config = cfg.resolve(cfg.from_dict(cfg.merge_dicts(base, {"num_seeds": seeds})))
     if count > MAX_CELLS:
         need = count * cfg.memory_estimate(base_config)
         raise ValueError(
@@ -193,7 +173,7 @@ def plan(spec: dict) -> Sweep:
     for combo in itertools.product(*axes):
         values = {k: v for part in combo for k, v in part.items()}
         # every value checked and coerced through the config (one line naming a bad one)
-        full = cfg.from_dict(_merge(base, _nested(values)))
+        full = cfg.from_dict(cfg.merge_dicts(base, cfg.nested(values)))
         values = {f: _get(full, f) for f in fields}
         cells.append(values)
         key = json.dumps([values[f] for f in structural])
@@ -201,7 +181,7 @@ def plan(spec: dict) -> Sweep:
     programs = []
     for n, ids in enumerate(groups.values()):
         fixed = {f: cells[ids[0]][f] for f in structural}
-        config = cfg.from_dict(_merge(base, _nested(fixed))).replace(
+        config = cfg.from_dict(cfg.merge_dicts(base, cfg.nested(fixed))).replace(
             num_seeds=seeds, cells={f: [cells[i][f] for i in ids] for f in traced}
         )
         programs.append(Program(f"p{n:02d}", cfg.resolve(config), tuple(ids)))

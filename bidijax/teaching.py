@@ -13,7 +13,11 @@ percepts, the BFS oracle's actions where each was first met); the teachers hand 
   teacher on its seed's feedback (from ``start_iteration`` on, when the critic explains enough
   variance), re-score the most visited situations and measure how informative the feedback was
   (``feedback_oracle_corr``);
-- ``save`` / ``load``: tables, oracle books, pending feedback and teachers in a checkpoint.
+- ``save`` / ``load``: tables, oracle books, pending feedback and teachers in a checkpoint;
+- teacher faults: rows whose probabilities are not a distribution (NaN, inf, negative, not
+  summing to 1) never reach a table (``teacher_rejected`` counts them); a teacher that raises
+  stops the run with one line (``teacher_faults="stop"``: the last checkpoint is intact) or is
+  skipped for that phase (``"skip"``: ``teacher_errors`` counts it; the situations stay misses).
 
 The oracle book of a seed maps each situation key to the BFS oracle's optimal actions at the
 state where the student first met it (a situation is a partial view, so other states behind the
@@ -34,6 +38,47 @@ from . import config as cfg
 from . import hints as hn
 from .envs import constants as C
 from .teacher.finetune import feedback_oracle_corr, most_visited, targets
+
+
+class TeacherFault(ValueError):
+    """A teacher raised while the run's ``teacher_faults`` is ``stop``."""
+
+
+def _guarded(faults: str, what: str, call):
+    """``call()``; on an exception: ``TeacherFault`` (``stop``) or ``None`` (``skip``)."""
+    try:
+        return call()
+    except Exception as err:  # noqa: BLE001 - any teacher failure is handled alike
+        if faults != "skip":
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise TeacherFault(
+                f"the teacher failed while {what} ({type(err).__name__}: {first}); the run stopped "
+                "(teacher_faults=stop); its last checkpoint is intact: continue with --resume"
+            ) from err
+        return None
+
+
+def checked_rows(keys, probs, num_actions: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rows whose probabilities form a distribution over ``num_actions`` (finite, >= 0, summing
+    to 1 within 1e-3); returns ``(keys, probs, rejected)``."""
+    keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
+    probs = np.asarray(probs, np.float32).reshape(len(keys), -1)
+    if probs.shape[1] != num_actions:
+        raise ValueError(f"teacher rows have {probs.shape[1]} actions, the table {num_actions}")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(probs).all(1) & (probs >= 0).all(1) & (np.abs(probs.sum(1) - 1.0) <= 1e-3)
+    return keys[ok], probs[ok], int(np.sum(~ok))
+
+
+@dataclasses.dataclass
+class Scored:
+    """What ``score_misses`` did: new tables and, per seed, rows evicted and rejected."""
+
+    tables: list
+    situations: int  # missed situations sent to the teachers (all seeds)
+    evicted: list
+    rejected: list
+    errors: int = 0  # teacher calls that raised (``teacher_faults="skip"``)
 
 
 @dataclasses.dataclass
@@ -69,6 +114,11 @@ class PerSeed:
 
     def rescore(self, keys: list) -> list:
         return [t.rescore(k) for t, k in zip(self.members, keys)]
+
+    def forget(self, keys: list) -> None:
+        for t, k in zip(self.members, keys):
+            if len(k) and hasattr(t, "forget"):
+                t.forget(k)
 
     def save(self, i: int, directory: str) -> None:
         self.members[i].save(directory)
@@ -145,8 +195,11 @@ def pending_of(tables: list, feedback, explained_variance, update: int) -> Pendi
     return Pending(feedback, keys, np.asarray(explained_variance, np.float64).reshape(-1), int(update))
 
 
-def score_misses(tables: list, books: list, teachers, misses) -> tuple[list, int]:
-    """Each seed's teacher scores its seed's missed situations; rows merged, oracle books filled."""
+def score_misses(tables: list, books: list, teachers, misses, max_rows: int = 0, stamp: int = 0,
+                 faults: str = "stop") -> Scored:  # fmt: skip
+    """Each seed's teacher scores its seed's missed situations; valid rows merged (stamped
+    ``stamp``), oracle books filled. With ``max_rows`` a seed's least recently used rows make
+    room first and its teacher and oracle book forget them."""
     requests, total = [], 0
     for i in range(len(tables)):
         n = int(misses.count[i])
@@ -156,9 +209,34 @@ def score_misses(tables: list, books: list, teachers, misses) -> tuple[list, int
         if m is not None and m.oracle is not None:
             for k, best in zip(hn.key64(m.keys).tolist(), np.asarray(m.oracle, bool)):
                 books[i].setdefault(k, best)
-    rows = teachers.score(requests) if total else [None] * len(tables)
-    out = [t if r is None else hn.merge(t, *r, grow=True) for t, r in zip(tables, rows)]
-    return out, total
+    none = [None] * len(tables)
+    rows = _guarded(faults, "scoring new situations", lambda: teachers.score(requests)) if total else none
+    out = Scored([], total, [0] * len(tables), [0] * len(tables), errors=int(rows is None))
+    gone = []
+    for i, (t, r) in enumerate(zip(tables, rows or none)):
+        evicted = np.zeros((0, 2), np.uint32)
+        if r is not None:
+            keys, probs, out.rejected[i] = checked_rows(r[0], r[1], t.num_actions)
+            t, evicted = hn.make_room(t, keys, max_rows)
+            t = hn.merge(t, keys, probs, grow=True, stamp=stamp)
+            for k in hn.key64(evicted).tolist():
+                books[i].pop(k, None)
+        out.tables.append(t)
+        out.evicted[i] = len(evicted)
+        gone.append(evicted)
+    if any(len(g) for g in gone):
+        teachers.forget(gone)
+    return out
+
+
+def touch(tables: list, learned: list, visits, stamp: int) -> list:
+    """Stamp every row an update visited: ``learned`` are the tables it read (``visits[i][k]``
+    counts the steps of seed ``i`` in row ``k`` of ``learned[i]``); ``tables`` may have changed since."""
+    out = []
+    for i, t in enumerate(tables):
+        v = np.asarray(visits[i])[: learned[i].capacity] > 0
+        out.append(hn.touch(t, np.asarray(learned[i].keys)[v], stamp) if v.any() else t)
+    return out
 
 
 def oracle_of(book: dict, keys, num_actions: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,10 +265,12 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
 
     Every seed's teacher works in one batched call per phase (``GPT2Teachers``) or one after the
     other (``PerSeed``). Returns ``(tables, stats)``: the new tables and one dict of statistics
-    per seed (``teacher_loss``, ``teacher_kl``, ``teacher_learned``, ``feedback_oracle_corr``).
+    per seed (``teacher_loss``, ``teacher_kl``, ``teacher_learned``, ``feedback_oracle_corr``,
+    ``table_evicted``, ``teacher_rejected``, ``teacher_errors``).
     """
     nan = float("nan")
-    stats = [dict(teacher_loss=nan, teacher_kl=nan, teacher_learned=0, feedback_oracle_corr=nan) for _ in tables]
+    stats = [dict(teacher_loss=nan, teacher_kl=nan, teacher_learned=0, feedback_oracle_corr=nan, table_evicted=0,
+                  teacher_rejected=0, teacher_errors=0) for _ in tables]  # fmt: skip
     if not len(teachers) or pending is None:
         return list(tables), stats
     t = config.teacher.finetune
@@ -204,8 +284,12 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
         stats[i]["feedback_oracle_corr"] = feedback_oracle_corr(w, np.asarray(fb.count), oracle, has)
         items.append((fb, keys) if learns_from(config, pending, i) else None)
     tables = list(tables)
-    if any(item is not None for item in items):
-        out = teachers.update(items)
+    faults, learning = config.teacher_faults, any(item is not None for item in items)
+    out = _guarded(faults, "learning from feedback", lambda: teachers.update(items)) if learning else None
+    if learning and out is None:
+        for st in stats:
+            st["teacher_errors"] += 1
+    if out is not None:
         for i, item in enumerate(items):
             if item is not None:
                 stats[i].update(teacher_loss=out[i].get("loss", nan), teacher_kl=out[i].get("kl", nan))
@@ -214,12 +298,21 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
         none = np.zeros((0, 2), np.uint32)
         top = [most_visited(item[1], np.asarray(item[0].visits), t.rescore_budget) if stats[i]["teacher_learned"] else none
                for i, item in enumerate(items)]  # fmt: skip
-        if any(len(k) for k in top):
-            for i, rows in enumerate(teachers.rescore(top)):
-                if len(rows[0]):
-                    tables[i] = hn.merge(tables[i], *rows, grow=True)
-    tables, _ = score_misses(tables, books, teachers, pending.feedback.misses)
-    return tables, stats
+        rescored = _guarded(faults, "re-scoring", lambda: teachers.rescore(top)) if any(len(k) for k in top) else []
+        if rescored is None:
+            for st in stats:
+                st["teacher_errors"] += 1
+        for i, rows in enumerate(rescored or []):
+            keys, probs, rejected = checked_rows(rows[0], rows[1], tables[i].num_actions)
+            stats[i]["teacher_rejected"] += rejected
+            if len(keys):
+                tables[i] = hn.merge(tables[i], keys, probs, grow=True, stamp=pending.update)
+    scored = score_misses(tables, books, teachers, pending.feedback.misses, config.table_max_rows, pending.update, faults)
+    for i, st in enumerate(stats):
+        st["table_evicted"] = scored.evicted[i]
+        st["teacher_rejected"] += scored.rejected[i]
+        st["teacher_errors"] += scored.errors
+    return scored.tables, stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +386,7 @@ def save_tables(path: str, tables: list) -> None:
         arrays[f"keys_{i}"] = np.asarray(t.keys)
         arrays[f"probs_{i}"] = np.asarray(t.probs)
         arrays[f"valid_{i}"] = np.asarray(t.valid)
+        arrays[f"stamp_{i}"] = np.asarray(t.stamp)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -304,6 +398,10 @@ def load_tables(path: str) -> list:
     with np.load(path) as z:
         n = len([k for k in z.files if k.startswith("keys_")])
         return [
-            HintTable(keys=jnp.asarray(z[f"keys_{i}"]), probs=jnp.asarray(z[f"probs_{i}"]), valid=jnp.asarray(z[f"valid_{i}"]))
+            HintTable(
+                keys=jnp.asarray(z[f"keys_{i}"]), probs=jnp.asarray(z[f"probs_{i}"]), valid=jnp.asarray(z[f"valid_{i}"]),
+                # checkpoints from before row stamps: every row equally old
+                stamp=jnp.asarray(z[f"stamp_{i}"] if f"stamp_{i}" in z.files else np.zeros(len(z[f"valid_{i}"]), np.int32)),
+            )
             for i in range(n)
         ]

@@ -100,3 +100,35 @@ def test_miss_buffer_distinct_and_overflow():
     small = collect(keys, missed, missions, per, size=5)
     assert int(small.count) == 5 and int(small.overflow) == len(want) - 5
     assert {tuple(k) for k in np.asarray(small.keys).tolist()} <= want
+
+
+def _keys(ids):
+    return np.stack([np.zeros(len(ids), np.uint32), np.asarray(ids, np.uint32)], 1)
+
+
+def test_stamps_and_least_recently_used_eviction():
+    a = 3
+    probs = lambda n: np.full((n, a), 1 / a, np.float32)
+    t = hints.merge(hints.empty(4, a), _keys([10, 20, 30]), probs(3), stamp=1)
+    t = hints.merge(t, _keys([40]), probs(1), stamp=2)
+    t = hints.touch(t, _keys([10, 99]), 5)  # 99 is not in the table: ignored
+    stamps = dict(zip(hints.key64(hints.rows(t)[0]).tolist(), np.asarray(t.stamp)[np.asarray(t.valid)].tolist()))
+    assert stamps == {10: 5, 20: 1, 30: 1, 40: 2}
+    # two new keys into a 4-row limit: the two least recently used go (20 and 30, stamp 1)
+    t2, gone = hints.make_room(t, _keys([50, 60]), max_rows=4)
+    assert hints.key64(gone).tolist() == [20, 30]
+    t2 = hints.merge(t2, _keys([50, 60]), probs(2), stamp=6)
+    assert hints.key64(hints.rows(t2)[0]).tolist() == [10, 40, 50, 60] and t2.capacity == 4
+    # re-scoring a key the table holds needs no room, and that key is never the one evicted
+    t3, gone = hints.make_room(t2, _keys([40, 70]), max_rows=4)
+    assert hints.key64(gone).tolist() == [10]  # stamp 5 < 6; 40 (stamp 2) is being re-scored
+    assert hints.make_room(t2, _keys([70]), max_rows=0)[1].shape == (0, 2)  # no limit
+    # a long stream of new keys stays within the limit and the capacity never grows past it
+    rng = np.random.default_rng(0)
+    t = hints.empty(2, a)
+    for it in range(50):
+        new = _keys(rng.choice(10**6, 8, replace=False))
+        t, _ = hints.make_room(t, new, max_rows=32)
+        t = hints.merge(t, new, probs(8), grow=True, stamp=it)
+        assert int(np.sum(np.asarray(t.valid))) <= 32 and t.capacity <= 32
+    assert sorted(set(np.asarray(t.stamp)[np.asarray(t.valid)].tolist())) == list(range(46, 50))

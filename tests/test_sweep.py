@@ -195,6 +195,7 @@ def test_bar_plain_lines_with_eta():
     assert lines[0].startswith("job 1/20 [") and lines[-1].startswith("job 20/20 [")
     assert 3 <= len(lines) <= 12 and all("ETA" in x and x.endswith("| status") for x in lines)
     assert lines[-1].split("ETA ")[1].startswith("00:00")
+    assert "ETA ?" in lines[0]  # no rate from the first unit alone (it carries compilation)
     quiet = io.StringIO()
     Bar(5, "job", stream=quiet, quiet=True).update(5)
     assert quiet.getvalue() == ""
@@ -204,7 +205,9 @@ def test_resumed_bar_counts_only_this_process():
     bar = Bar(100, "job", done=90, stream=io.StringIO())
     assert math.isinf(bar.eta())
     bar.update(5)
-    assert 0 < bar.eta() < 10  # 5 units left at (far more than) 5 units per ~0 s
+    assert math.isinf(bar.eta())  # the first update of this process: no rate yet
+    bar.update(1)
+    assert 0 < bar.eta() < 10  # 4 units left at (far more than) 1 unit per ~0 s
     assert np.isfinite(bar.eta())
 
 

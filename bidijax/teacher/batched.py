@@ -325,6 +325,20 @@ class GPT2Teachers:
             self.caches[i].clear()
         return stats
 
+    def forget(self, keys: list) -> None:
+        """Per seed, drop what is kept about these situations (prompt, cached and reference
+        scores; token ids once no seed knows the prompt): rows evicted from bounded hint tables."""
+        dropped = set()
+        for i, ks in enumerate(keys):
+            for k in key64(np.asarray(ks).astype(np.uint32).reshape(-1, 2)).tolist():
+                self.caches[i].pop(k, None)
+                self.ref_logp[i].pop(k, None)
+                self.prompts[i].pop(k, None)
+                dropped.add(k)
+        for k in dropped:
+            if not any(k in p for p in self.prompts):
+                self._ids.pop(k, None)
+
     # -- checkpoints -----------------------------------------------------------------------------
 
     def save(self, i: int, directory: str) -> None:

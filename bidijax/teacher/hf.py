@@ -504,6 +504,14 @@ class HFTeacher:
         out = np.stack(probs) if probs else np.zeros((0, len(self.action_strings)), np.float32)
         return keys[known], out.astype(np.float32)
 
+    def forget(self, keys) -> None:
+        """Drop everything kept about these situations (prompt, cached and reference scores):
+        the loop calls it for rows evicted from a bounded hint table."""
+        for k in key64(np.asarray(keys).astype(np.uint32).reshape(-1, 2)).tolist():
+            self._cache.pop(k, None)
+            self._ref_logp.pop(k, None)
+            self.prompts.pop(k, None)
+
     # -- checkpoints -----------------------------------------------------------------------------
 
     def save(self, directory: str) -> None:
