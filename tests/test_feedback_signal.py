@@ -198,3 +198,17 @@ def test_pure_noise_feedback_leaves_the_teachers_agreement_put(situations):
         moved[name] = abs(agreement(teachers) - before)
     assert moved["default"] <= 0.05, moved
     assert sizes["default"] < 0.5 < sizes["none"], sizes
+
+
+def test_distill_target_temperature():
+    from bidijax.student.ppo import distill_target
+
+    p = jnp.asarray([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]], jnp.float32)
+    assert np.array_equal(np.asarray(distill_target(p, jnp.float32(1.0))), np.asarray(p))  # exactly the hint
+    q = np.asarray(distill_target(p, jnp.float32(0.5)))
+    want = np.asarray(p) ** 2 / np.sum(np.asarray(p) ** 2, -1, keepdims=True)
+    assert np.allclose(q, want, atol=1e-6)
+    hard = np.asarray(distill_target(p, jnp.float32(0.01)))
+    assert hard[0, 3] > 0.999 and np.allclose(hard[1], 0.25)  # argmax; a uniform hint stays uniform
+    with pytest.raises(ValueError, match="distill_temperature=0.0"):
+        cfg.PPOConfig(distill_temperature=0.0)

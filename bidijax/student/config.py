@@ -11,7 +11,7 @@ HINT_MODES = ("none", "distill", "prior", "teacher_policy")
 #: sweep's cells side by side, vmapped like seeds)
 TRACED = (
     "lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm",
-    "beta_start", "beta_end", "beta_anneal_frac", "prior_weight",
+    "beta_start", "beta_end", "beta_anneal_frac", "prior_weight", "distill_temperature",
 )  # fmt: skip
 
 
@@ -51,6 +51,9 @@ class PPOConfig:
     beta_end: float = 0.1
     beta_anneal_frac: float = 0.5  # fraction of ``num_updates`` over which beta falls to beta_end
     prior_weight: float = 1.0
+    #: the distillation target is the hint at this temperature, ``softmax(log p / T)``: 1 (default)
+    #: the hint itself, < 1 sharper (towards the teacher's argmax), > 1 flatter
+    distill_temperature: float = 1.0
     #: distinct missed situations kept per update (0: num_envs * num_steps, i.e. all of them)
     miss_buffer_size: int = 0
     max_objects: int = 8
@@ -78,7 +81,7 @@ class PPOConfig:
             raise ValueError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
         if not 0.0 <= self.beta_anneal_frac <= 1.0:
             raise ValueError(f"beta_anneal_frac={self.beta_anneal_frac} must lie in [0, 1]")
-        positive = ("lr", "clip_eps", "max_grad_norm")
+        positive = ("lr", "clip_eps", "max_grad_norm", "distill_temperature")
         for name in positive + ("ent_coef", "vf_coef", "beta_start", "beta_end", "prior_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or (value <= 0 if name in positive else value < 0):

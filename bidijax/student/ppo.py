@@ -61,6 +61,7 @@ class Hyper(struct.PyTreeNode):
     beta_end: jax.Array
     beta_anneal_frac: jax.Array
     prior_weight: jax.Array
+    distill_temperature: jax.Array
 
 
 def hyper_of(config: PPOConfig, **overrides) -> Hyper:
@@ -162,6 +163,13 @@ def beta_schedule(config: PPOConfig, update_idx: jax.Array, hyper: Hyper | None 
     span = h.beta_anneal_frac * config.num_updates
     frac = jnp.where(span > 0, jnp.clip(update_idx / jnp.maximum(span, 1e-30), 0.0, 1.0), 1.0)
     return h.beta_start + frac * (h.beta_end - h.beta_start)
+
+
+def distill_target(teacher: jax.Array, temperature: jax.Array) -> jax.Array:
+    """The distribution the student distils: the hint ``softmax(log p / T)`` at ``temperature``
+    (exactly the hint at T = 1; towards its argmax as T falls)."""
+    sharp = jax.nn.softmax(jnp.log(teacher + LOG_EPS) / temperature, axis=-1)
+    return jnp.where(temperature == 1.0, teacher, sharp)
 
 
 def optimizer(config: PPOConfig, h: Hyper) -> optax.GradientTransformation:
@@ -287,7 +295,7 @@ def make_train(config: PPOConfig, env, track_oracle: bool | None = None):
         probs = jnp.exp(logp_all)
         entropy = masked_mean(-jnp.sum(probs * logp_all, -1), m)
         if use_table:
-            ce = -jnp.sum(mb.teacher * logp_all, -1)
+            ce = -jnp.sum(distill_target(mb.teacher, h.distill_temperature) * logp_all, -1)
             distill = masked_mean(ce * mb.hit, m)
         else:  # no table: no hit, no distillation term
             distill = jnp.zeros((), logp_all.dtype)
