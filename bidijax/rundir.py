@@ -213,6 +213,12 @@ def load_checkpoint(path: str, runners_like):
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, runners_like)
-    with ocp.StandardCheckpointer() as ckptr:
-        runners = ckptr.restore(os.path.join(os.path.abspath(path), "student"), abstract)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            runners = ckptr.restore(os.path.join(os.path.abspath(path), "student"), abstract)
+    except Exception as err:  # noqa: BLE001 - orbax raises several kinds on a mismatched tree
+        raise ValueError(
+            f"checkpoint {path!r} does not hold this version's student state ({type(err).__name__}); "
+            "it was written by another bidijax version or config: start a new run directory"
+        ) from None
     return meta, runners

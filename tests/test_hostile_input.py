@@ -74,3 +74,20 @@ def test_a_run_directory_in_use_is_refused_and_kept(capsys, tmp_path):
             rundir.lock(str(d))
         finally:
             os.close(a)
+
+
+def test_checkpoint_of_another_version_is_one_line(tmp_path):
+    """A checkpoint whose student state has another structure (e.g. written before the traced
+    ``hyper`` joined ``RunnerState``) is refused with one line, not an orbax traceback."""
+    import jax.numpy as jnp
+
+    from bidijax import rundir as rd
+
+    d = str(tmp_path / "run")
+    os.makedirs(d)
+    path = rd.save_checkpoint(d, 1, {"params": jnp.zeros(3)}, {"seeds": [0]})
+    with pytest.raises(ValueError) as err:
+        rd.load_checkpoint(path, {"params": jnp.zeros(3), "hyper": jnp.zeros(2)})
+    assert "\n" not in str(err.value) and "another bidijax version" in str(err.value)
+    meta, tree = rd.load_checkpoint(path, {"params": jnp.zeros(3)})  # the matching structure loads
+    assert meta["iteration"] == 1 and tree["params"].shape == (3,)
