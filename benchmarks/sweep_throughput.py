@@ -125,7 +125,7 @@ def main(argv=None) -> int:
               "once that flips a sampled action, a run's trajectory diverges (see README)")  # fmt: skip
 
     print()
-    print(f"| way | wall time (s) | / sweep | peak RSS (GiB) |")
+    print("| way | wall time (s) | / sweep | peak RSS (GiB) |")
     print("|---|---|---|---|")
     base = results["sweep"][0]
     for name, (wall, rss) in results.items():

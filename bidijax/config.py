@@ -23,9 +23,13 @@ from .teacher.finetune import FinetuneConfig
 #: ``teacher_only``: act from the teacher's table, the teacher is fine-tuned on the critic's feedback.
 ARMS = ("ppo", "one_way", "bidirectional", "teacher_only")
 SCRIPTED_TEACHERS = ("oracle", "noisy_oracle", "uniform")
-#: fields a sweep varies inside one compiled program (``TrainConfig.cells``); any other field
-#: changes the program (shapes, structure, the teacher) and runs as a program of its own
-TRACED_FIELDS = tuple(f"ppo.{name}" for name in TRACED)
+#: the teacher's numeric settings that differ per lane: scripted teachers and torch teachers are
+#: per-seed objects; the batched JAX teacher takes them as per-lane arrays
+TEACHER_LANE_FIELDS = ("teacher.eps", "teacher.temperature", "teacher.finetune.lr", "teacher.finetune.kl_coef")
+#: fields a sweep varies inside one compiled program (``TrainConfig.cells``): the student's traced
+#: hyper-parameters and the teacher's per-lane numbers; any other field changes the program
+#: (shapes, structure, which teacher) and runs as a program of its own
+TRACED_FIELDS = tuple(f"ppo.{name}" for name in TRACED) + TEACHER_LANE_FIELDS
 ACTION_SETS = {"minigrid": 7, "lamorel": 6}
 
 #: Student batch shapes. ``lamorel``: the PPO fine-tuning example of Lamorel used by the reference
@@ -140,7 +144,18 @@ class TrainConfig:
 
     def cell_ppo(self, cell: int) -> PPOConfig:
         """The student's config as cell ``cell`` runs it."""
-        return self.ppo.replace(**{name[len("ppo."):]: v for name, v in self.cell_values(cell).items()})
+        values = self.cell_values(cell)
+        return self.ppo.replace(**{name[4:]: v for name, v in values.items() if name.startswith("ppo.")})
+
+    def cell_teacher(self, cell: int) -> "TeacherConfig":
+        """The teacher's config as cell ``cell`` runs it."""
+        values = {name[len("teacher."):]: v for name, v in self.cell_values(cell).items() if name.startswith("teacher.")}
+        tuned = {name[len("finetune."):]: values.pop(name) for name in list(values) if name.startswith("finetune.")}
+        return dataclasses.replace(self.teacher, finetune=dataclasses.replace(self.teacher.finetune, **tuned), **values)
+
+    def lane_teachers(self) -> list["TeacherConfig"]:
+        """The teacher's config of every lane (``seeds`` order)."""
+        return [self.cell_teacher(cell) for cell in range(self.num_cells) for _ in range(self.num_seeds)]
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -194,7 +209,14 @@ def resolve(config: TrainConfig) -> TrainConfig:
             f"{cells}num_seeds={config.num_seeds} x num_envs={config.ppo.num_envs} x num_steps={config.ppo.num_steps} "
             f"needs ~{need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB"
         )
-    t = config.teacher
+    _check_teacher(config.teacher)
+    mode = arm_hint_mode(config.arm, config.hint_mode)
+    # schedules (beta, learning rate) span the run; PPOConfig checks batch shapes in __post_init__
+    ppo = config.ppo.replace(hint_mode=mode, num_updates=config.iterations)
+    return config.replace(hint_mode=mode, ppo=ppo)
+
+
+def _check_teacher(t: TeacherConfig) -> None:
     _check_choice("teacher backend", t.backend, ("auto", "jax", "torch"))
     if not 0.0 <= t.eps <= 1.0:
         raise ValueError(f"teacher eps={t.eps} must lie in [0, 1]")
@@ -204,10 +226,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"teacher temperature={t.temperature} must be a finite number > 0")
     if t.torch_threads < 0:
         raise ValueError(f"teacher torch_threads={t.torch_threads} must be >= 0")
-    mode = arm_hint_mode(config.arm, config.hint_mode)
-    # schedules (beta, learning rate) span the run; PPOConfig checks batch shapes in __post_init__
-    ppo = config.ppo.replace(hint_mode=mode, num_updates=config.iterations)
-    return config.replace(hint_mode=mode, ppo=ppo)
 
 
 def _check_cells(config: TrainConfig) -> None:
@@ -227,7 +245,8 @@ def _check_cells(config: TrainConfig) -> None:
     if len(sizes) > 1:
         raise ValueError(f"cells lists have different lengths {sorted(sizes)}; one value per cell in every list")
     for c in range(config.num_cells):
-        config.cell_ppo(c)  # PPOConfig checks each value (one-line ValueError naming it)
+        config.cell_ppo(c)  # PPOConfig and FinetuneConfig check each value (one-line ValueError naming it)
+        _check_teacher(config.cell_teacher(c))
 
 
 def memory_estimate(config: TrainConfig) -> int:
@@ -310,6 +329,17 @@ def nested(flat: dict) -> dict:
                 raise ValueError(f"field {key!r} is not inside a config section")
         node[tail] = value
     return out
+
+
+def first_difference(old, new, where: str, prefix: str = "") -> str | None:
+    """The first place where two nested dicts/lists differ, as ``"a.b: OLD in WHERE, NEW now"``
+    (``None`` if equal): what the one-line "changed config" errors name."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(old) + [k for k in new if k not in old]
+        return next(filter(None, (first_difference(old.get(k), new.get(k), where, f"{prefix}{k}.") for k in keys)), None)
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return next(filter(None, (first_difference(x, y, where, f"{prefix}{i}.") for i, (x, y) in enumerate(zip(old, new)))), None)
+    return None if old == new else f"{prefix.rstrip('.')}: {old!r} in {where}, {new!r} now"
 
 
 def merge_dicts(a: dict, b: dict) -> dict:

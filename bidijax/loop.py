@@ -254,7 +254,7 @@ def train(
     if resume:
         saved = cfg.from_dict(rundir.read_config(run_dir))
         if cfg.to_dict(saved) != cfg.to_dict(config):
-            changed = _first_difference(cfg.to_dict(saved), cfg.to_dict(config))
+            changed = cfg.first_difference(cfg.to_dict(saved), cfg.to_dict(config), "the run")
             raise ValueError(f"resume with a changed config ({changed}); resume takes the run's own config.json")
     elif os.path.exists(run_dir) and set(os.listdir(run_dir)) - {rundir.LOCK}:
         raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
@@ -322,14 +322,3 @@ def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration) 
         if on_iteration is not None:
             on_iteration(rows, state)
     return state, all_rows
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            if va != vb:
-                return _first_difference(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            return f"{prefix}{k}: {va!r} in the run, {vb!r} now"
-    return "no difference"

@@ -59,6 +59,12 @@ def is_run_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, CONFIG))
 
 
+def finished(run_dir: str, iterations: int, lanes: int) -> bool:
+    """Whether a run directory holds the last iteration's row for every one of its ``lanes``."""
+    rows = read_metrics(run_dir) if is_run_dir(run_dir) else []
+    return sum(int(r["iteration"]) == iterations for r in rows) == lanes
+
+
 def write_config(run_dir: str, config: dict) -> None:
     write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
 

@@ -17,10 +17,11 @@ A sweep spec (YAML or JSON)::
     baseline: null        # a cell name: summary gets each cell's probability of improvement over it
 
 Fields that only change numbers (``config.TRACED_FIELDS``: the student's learning rate, clip,
-coefficients, gamma, lambda, beta schedule, ...) vary inside one program: every cell's seeds are
-lanes of the same vmapped, jitted program (``TrainConfig.cells``), each lane reading its values
-from a traced ``Hyper`` pytree. Any other field (environment, arm, batch shape, network, teacher
-and its settings) changes the program: cells are grouped by those values, and each group runs
+coefficients, gamma, lambda, beta schedule, ...; the teacher's eps, temperature, fine-tuning lr
+and kl_coef) vary inside one program: every cell's seeds are lanes of the same vmapped, jitted
+program (``TrainConfig.cells``), each lane reading its values from a traced ``Hyper`` pytree and
+its own teacher. Any other field (environment, arm, batch shape, network, which teacher, its
+structural settings) changes the program: cells are grouped by those values, and each group runs
 as a ``bidijax train`` run directory of its own (``DIR/programs/pNN``), one after another.
 
 The sweep directory holds the spec as given (``spec.yaml``) and resolved (``sweep.json``: the
@@ -194,27 +195,6 @@ def plan(spec: dict) -> Sweep:
 # running
 
 
-def _finished(run_dir: str, config: cfg.TrainConfig) -> bool:
-    rows = rundir.read_metrics(run_dir) if rundir.is_run_dir(run_dir) else []
-    return sum(int(r["iteration"]) == config.iterations for r in rows) == len(config.seeds)
-
-
-def _first_difference(a, b, prefix: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _first_difference(x, y, f"{prefix}{i}.")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{prefix.rstrip('.')}: {a!r} in the sweep directory, {b!r} now"
-
-
 def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None = None, progress=None) -> list[dict]:
     """Run (or continue) ``sweep`` in ``out_dir``; returns the summary rows.
 
@@ -229,7 +209,7 @@ def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None 
             raise ValueError(f"{out_dir!r} is not a sweep directory (no {RESOLVED})")
         with open(path) as f:
             saved = json.load(f)
-        diff = _first_difference(saved, resolved)
+        diff = cfg.first_difference(saved, resolved, "the sweep directory")
         if diff:
             raise ValueError(f"the spec differs from the sweep directory's ({diff}); a sweep directory keeps its spec")
     elif os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
@@ -247,7 +227,7 @@ def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None 
                 rundir.write_atomic(os.path.join(out_dir, SPEC), spec_text)
         for program in sweep.programs:
             d = os.path.join(out_dir, "programs", program.name)
-            if _finished(d, program.config):
+            if rundir.finished(d, program.config.iterations, len(program.config.seeds)):
                 continue
             again = rundir.is_run_dir(d) and rundir.latest_checkpoint(d) is not None
             if os.path.exists(d) and not again:  # started, killed before its first checkpoint

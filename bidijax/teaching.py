@@ -149,32 +149,35 @@ def backend_of(tc: cfg.TeacherConfig) -> str:
 
 
 def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS):
-    """The run's teachers, one per seed: ``PerSeed`` (scripted; torch LMs) or ``GPT2Teachers`` (JAX)."""
-    tc = config.teacher
+    """The run's teachers, one per lane: ``PerSeed`` (scripted; torch LMs) or ``GPT2Teachers``
+    (JAX). Each lane gets its cell's numeric settings (``config.lane_teachers``)."""
+    tc, lanes = config.teacher, config.lane_teachers()
     if not config.uses_teacher:
         return PerSeed([])
     if tc.scripted:
         from .teacher import ScriptedTeacher
 
-        eps = tc.eps if tc.name == "noisy_oracle" else 0.0
-        return PerSeed([ScriptedTeacher(tc.name, eps=eps, seed=s, num_actions=num_actions) for s in config.seeds])
+        eps = [t.eps if tc.name == "noisy_oracle" else 0.0 for t in lanes]
+        return PerSeed([ScriptedTeacher(tc.name, eps=e, seed=s, num_actions=num_actions) for s, e in zip(config.seeds, eps)])
     import torch
 
     if tc.torch_threads > 0:
         # small models on a CPU shared with XLA: torch's thread pool costs more than it gives
         torch.set_num_threads(tc.torch_threads)
-    finetune = tc.finetune
-    common = dict(
-        temperature=tc.temperature, length_norm=tc.length_norm, finetune=finetune,
-        action_strings=C.ACTION_STRINGS[:num_actions], score_eos=tc.score_eos,
-    )  # fmt: skip
+    common = dict(length_norm=tc.length_norm, action_strings=C.ACTION_STRINGS[:num_actions], score_eos=tc.score_eos)
     if backend_of(tc) == "jax":
         from .teacher.batched import GPT2Teachers
 
-        return GPT2Teachers(tc.name, seeds=config.seeds, chunk=tc.score_batch_size, **common)
+        return GPT2Teachers(
+            tc.name, seeds=config.seeds, chunk=tc.score_batch_size, temperature=[t.temperature for t in lanes],
+            finetune=[t.finetune for t in lanes], **common,
+        )  # fmt: skip
     from .teacher.hf import HFTeacher
 
-    return PerSeed([HFTeacher(tc.name, batch_size=tc.score_batch_size, seed=s, **common) for s in config.seeds])
+    return PerSeed([
+        HFTeacher(tc.name, batch_size=tc.score_batch_size, seed=s, temperature=t.temperature, finetune=t.finetune, **common)
+        for s, t in zip(config.seeds, lanes)
+    ])  # fmt: skip
 
 
 def stack_tables(tables: list) -> hn.HintTable:

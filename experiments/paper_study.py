@@ -132,11 +132,6 @@ def record_wall(out: str, step: str, seconds: float) -> None:
         w.writerow([time.strftime("%Y-%m-%d %H:%M:%S"), step, f"{seconds:.1f}"])
 
 
-def finished(run_dir: str, config: cfg.TrainConfig) -> bool:
-    rows = rundir.read_metrics(run_dir) if rundir.is_run_dir(run_dir) else []
-    return sum(int(r["iteration"]) == config.iterations for r in rows) == config.num_seeds
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="experiments/results/study-40")
@@ -179,7 +174,7 @@ def main(argv=None) -> int:
         config = arm_config(arm, args, teacher if cfg.TrainConfig(arm=arm).uses_teacher else None)
         d = os.path.join(args.out, arm)
         dirs.append(d)
-        if finished(d, config):
+        if rundir.finished(d, config.iterations, len(config.seeds)):
             print(f"{arm}: finished, skipped", flush=True)
             continue
         resume = rundir.is_run_dir(d) and rundir.latest_checkpoint(d) is not None

@@ -97,6 +97,22 @@ def test_cell_equals_the_same_config_run_alone(swept, tmp_path, arm):
     assert any(float(a["policy_loss"]) != float(b["policy_loss"]) for a, b in zip(mine, other))
 
 
+def test_teacher_numbers_vary_per_lane(swept, tmp_path):
+    """The noisy oracle's eps is a lane field: one program, each lane equals its setting run alone."""
+    assert len(sw.plan({**SPEC, "grid": {"teacher.eps": [0.0, 0.5, 1.0], "ppo.lr": [1e-3, 2.5e-4]}}).programs) == 1
+    base = {**SPEC["base"], "arm": "one_way", "num_seeds": 2, "ppo": {**TINY_PPO, "lr": 2.5e-4}}
+    _, lanes = train(cfg.from_dict({**base, "cells": {"teacher.eps": [0.0, 1.0]}}), str(tmp_path / "lanes"))
+    for cell, eps in enumerate([0.0, 1.0]):
+        _, solo = train(cfg.from_dict({**base, "teacher": {"name": "noisy_oracle", "eps": eps}}), str(tmp_path / f"solo{cell}"))
+        mine = sorted((r for r in lanes if r["cell"] == cell), key=lambda r: (r["iteration"], r["seed"]))
+        solo = sorted(solo, key=lambda r: (r["iteration"], r["seed"]))
+        assert len(mine) == len(solo) == 4
+        for a, b in zip(mine, solo):
+            _close({k: v for k, v in a.items() if k != "cell"}, b)
+    zero, one = ([r["teacher_oracle_agreement"] for r in lanes if r["cell"] == c] for c in (0, 1))
+    assert np.mean(one) < np.mean(zero) - 0.2  # eps 1: uniform hints (argmax: the first action)
+
+
 def test_resume_finishes_an_interrupted_sweep_exactly(swept, tmp_path):
     plan, d, _ = swept
     out = str(tmp_path / "sweep")
@@ -171,7 +187,7 @@ def test_hyper_holds_every_traced_field():
     from bidijax.student import TRACED, Hyper
 
     assert [f.name for f in dataclasses.fields(Hyper)] == list(TRACED)
-    assert cfg.TRACED_FIELDS == tuple(f"ppo.{n}" for n in TRACED)
+    assert cfg.TRACED_FIELDS == tuple(f"ppo.{n}" for n in TRACED) + cfg.TEACHER_LANE_FIELDS
 
 
 def test_cells_config_is_checked():
@@ -184,6 +200,14 @@ def test_cells_config_is_checked():
         cfg.resolve(base.replace(cells={"ppo.gamma": [0.9, 1.5]}))
     c = cfg.resolve(base.replace(num_seeds=2, cells={"ppo.lr": [1e-3, 1e-4, 1e-5]}))
     assert c.num_cells == 3 and c.seeds == [0, 1] * 3 and c.cell_ppo(2).lr == 1e-5
+    with pytest.raises(ValueError, match="eps=1.5"):
+        cfg.resolve(base.replace(cells={"teacher.eps": [0.1, 1.5]}))
+    with pytest.raises(ValueError, match="lr=0.0"):
+        cfg.resolve(base.replace(cells={"teacher.finetune.lr": [1e-4, 0.0]}))
+    c = cfg.resolve(base.replace(num_seeds=2, cells={"teacher.finetune.lr": [1e-4, 1e-3], "teacher.temperature": [1.0, 2.0]}))
+    lanes = c.lane_teachers()
+    assert [t.finetune.lr for t in lanes] == [1e-4, 1e-4, 1e-3, 1e-3] and [t.temperature for t in lanes] == [1.0, 1.0, 2.0, 2.0]
+    assert c.cell_ppo(1) == c.ppo and lanes[0].finetune.steps == c.teacher.finetune.steps
 
 
 def test_bar_plain_lines_with_eta():

@@ -105,3 +105,45 @@ def test_save_load_round_trip_is_exact(situations, tmp_path):
     assert not np.allclose(t.score(keys, missions, percepts)[1], HFTeacher("default").score(keys, missions, percepts)[1])
     with pytest.raises(ValueError, match="cannot load the teacher state"):
         b.load(0, str(tmp_path / "nothing"))
+
+
+def test_per_seed_settings_equal_each_setting_alone(situations):
+    """A sweep's lanes: temperature, lr and kl_coef per seed; each lane equals that setting run alone."""
+    keys, missions, percepts = situations
+    fb = feedback_for(len(keys))
+    temps = [1.0, 2.0, 1.0]
+    tunes = [FT, FinetuneConfig(steps=2, batch_size=16, micro_batch_size=8, lr=3e-3), FinetuneConfig(steps=2, batch_size=16, micro_batch_size=8, kl_coef=2.0)]
+    lanes = GPT2Teachers("default", seeds=[1, 1, 1], temperature=temps, finetune=tunes, chunk=16)
+    lanes.score([(keys, missions, percepts)] * 3)
+    lanes.update([(fb, keys)] * 3)
+    got = lanes.rescore([keys] * 3)
+    for i, (temp, tune) in enumerate(zip(temps, tunes)):
+        alone = GPT2Teachers("default", seeds=[1], temperature=temp, finetune=tune, chunk=16)
+        alone.score([(keys, missions, percepts)])
+        alone.update([(fb, keys)])
+        # equal up to float rounding (the batch shapes differ): ~1e-6 after two AdamW steps
+        np.testing.assert_allclose(got[i][1], alone.rescore([keys])[0][1], rtol=1e-5, atol=1e-6)
+    for i in (1, 2):
+        assert not np.allclose(got[i][1], got[0][1], atol=1e-3)  # each setting changes the teacher
+    with pytest.raises(ValueError, match="differ only in lr and kl_coef"):
+        GPT2Teachers("default", seeds=[0, 1], finetune=[FT, FinetuneConfig(steps=3)])
+    with pytest.raises(ValueError, match="2 values for 3 seeds"):
+        GPT2Teachers("default", seeds=[0, 1, 2], temperature=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_make_teachers_gives_each_lane_its_cell_settings(backend):
+    from bidijax import config as cfg
+    from bidijax.teaching import make_teachers
+
+    cells = {"teacher.temperature": [1.0, 2.0], "teacher.finetune.lr": [1e-4, 1e-3], "teacher.finetune.kl_coef": [0.1, 0.0]}
+    c = cfg.resolve(cfg.TrainConfig(num_seeds=2, cells=cells, teacher=cfg.TeacherConfig(backend=backend)))
+    teachers = make_teachers(c)
+    if backend == "jax":
+        assert teachers.temperatures.tolist() == [1.0, 1.0, 2.0, 2.0]
+        assert [f.lr for f in teachers.lane_finetune] == [1e-4, 1e-4, 1e-3, 1e-3]
+        assert np.asarray(teachers._lanes[1]).tolist() == pytest.approx([0.1, 0.1, 0.0, 0.0])
+    else:
+        members = teachers.members
+        assert [t.temperature for t in members] == [1.0, 1.0, 2.0, 2.0]
+        assert [(t.finetune.lr, t.finetune.kl_coef) for t in members] == [(1e-4, 0.1)] * 2 + [(1e-3, 0.0)] * 2

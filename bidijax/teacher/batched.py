@@ -19,6 +19,10 @@ multiples of 16 tokens) so the programs compile a few times per run, not once pe
 ``i``'s numbers do not depend on the other seeds (up to float rounding: the padded shapes do).
 ``save(i, dir)`` / ``load(i, dir)``: one seed's state, its weights as a Hugging Face
 ``model.safetensors``.
+
+Per-lane numbers: ``temperature`` and ``finetune`` may be sequences (one per seed; the lanes of a
+sweep's cells). The finetune configs may differ only in ``lr`` and ``kl_coef``, which enter the
+vmapped programs as per-seed arrays, as the temperature does.
 """
 
 from __future__ import annotations
@@ -60,6 +64,14 @@ def feedback_loss(logp, ref, weight, share):
     return pg, kl
 
 
+def _per_lane(name: str, value, s: int) -> list:
+    """``value`` for each of ``s`` seeds: a sequence of ``s`` values, or one value for all."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * s
+    if len(values) != s:
+        raise ValueError(f"{name} has {len(values)} values for {s} seeds; give one per seed or a single value")
+    return values
+
+
 class GPT2Teachers:
     """``S`` GPT-2 teachers, one per seed, computed together (see the module docstring)."""
 
@@ -67,17 +79,23 @@ class GPT2Teachers:
         self,
         model: str = "default",
         seeds=(0,),
-        temperature: float = 1.0,
+        temperature: float | list = 1.0,
         length_norm: bool = False,
-        finetune: FinetuneConfig | None = None,
+        finetune: FinetuneConfig | list | None = None,
         action_strings=C.ACTION_STRINGS,
         score_eos: bool = False,
         chunk: int = 64,
     ):
         self.seeds = [int(s) for s in seeds]
+        s = len(self.seeds)
+        temps, tunes = _per_lane("temperature", temperature, s), _per_lane("finetune", finetune or FinetuneConfig(), s)
+        first = tunes[0]
+        for fc in tunes:
+            if dataclasses.replace(fc, lr=first.lr, kl_coef=first.kl_coef) != first:
+                raise ValueError(f"per-seed finetune configs may differ only in lr and kl_coef, not {fc} vs {first}")
         # a CPU torch copy: tokenizer, action tokens, and the Hugging Face files of checkpoints
         self.base = HFTeacher(
-            model, temperature=temperature, length_norm=length_norm, finetune=finetune, device="cpu",
+            model, temperature=temps[0], length_norm=length_norm, finetune=first, device="cpu",
             action_strings=action_strings, score_eos=score_eos,
         )  # fmt: skip
         if self.base.model_type != "causal" or self.base.model.config.model_type != "gpt2":
@@ -86,15 +104,20 @@ class GPT2Teachers:
             raise ValueError("the batched JAX teacher fine-tunes all weights; LoRA needs backend 'torch'")
         self.spec = G.spec_of(self.base.model.config)
         self.action_strings = self.base.action_strings
-        self.temperature, self.length_norm = self.base.temperature, self.base.length_norm
-        self.finetune = self.base.finetune
+        self.length_norm = self.base.length_norm
+        self.finetune, self.lane_finetune = first, tunes  # shared settings; each seed's own
+        for t in temps:
+            if not 0 < t < float("inf"):
+                raise ValueError(f"temperature must be a finite number > 0, got {t}")
+        self.temperatures = np.asarray(temps, np.float32)
+        self._lanes = tuple(jnp.asarray([getattr(fc, n) for fc in tunes], jnp.float32) for n in ("lr", "kl_coef"))
         self.chunk = int(chunk)
-        s = len(self.seeds)
         self.reference = jax.tree.map(jnp.asarray, G.params_from_torch(self.base.model))
         self.params = jax.tree.map(lambda x: jnp.stack([x] * s), self.reference)
         fc = self.finetune
         clip = [optax.clip_by_global_norm(fc.max_grad_norm)] if fc.max_grad_norm > 0 else []
-        self._tx = optax.chain(*clip, optax.adamw(fc.lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=fc.weight_decay))
+        # AdamW at lr 1, scaled by each seed's lr in ``step``: exactly AdamW at that lr
+        self._tx = optax.chain(*clip, optax.adamw(1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=fc.weight_decay))
         self.opt_state = jax.vmap(self._tx.init)(self.params)
         self.versions = [0] * s
         self.trained = [False] * s
@@ -113,22 +136,22 @@ class GPT2Teachers:
     # -- programs ------------------------------------------------------------------------------
 
     def _compile(self):
-        spec, (aid, am), temp = self.spec, self._actions, self.temperature
-        kl_coef = self.finetune.kl_coef
+        spec, (aid, am) = self.spec, self._actions
 
-        def log_probs(params, pid, pm):
+        def log_probs(params, pid, pm, temp):
             logp = G.action_logprobs(params, spec, pid, pm, aid, am)
             if self.length_norm:
                 logp = logp / self._lengths
             return jax.nn.log_softmax(logp / temp, -1)
 
-        def step(params, opt_state, pid, pm, ref, weight, share, active):
+        def step(params, opt_state, pid, pm, ref, weight, share, active, temp, lr, kl_coef):
             def loss(p):
-                pg, kl = feedback_loss(log_probs(p, pid, pm), ref, weight, share)
+                pg, kl = feedback_loss(log_probs(p, pid, pm, temp), ref, weight, share)
                 return pg + kl_coef * kl, (pg, kl)
 
             (value, (pg, kl)), grads = jax.value_and_grad(loss, has_aux=True)(params)
             updates, new_state = self._tx.update(grads, opt_state, params)
+            updates = jax.tree.map(lambda u: u * lr, updates)
             keep = lambda new, old: jnp.where(active, new, old)
             new_params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
             return new_params, jax.tree.map(keep, new_state, opt_state), jnp.stack([value, pg, kl])
@@ -167,24 +190,30 @@ class GPT2Teachers:
     def _log_probs(self, k64_per_seed: list[list[int]]) -> list[np.ndarray]:
         """Current log-probs ``[n_i, A]`` of known situations, every seed in one program per chunk."""
         out = [[] for _ in self.seeds]
+        orders = [self._by_length(ks) for ks in k64_per_seed]
         longest = max((len(k) for k in k64_per_seed), default=0)
         for start in range(0, longest, self.chunk):
-            part = [ks[start : start + self.chunk] for ks in k64_per_seed]
+            part = [[ks[j] for j in order[start : start + self.chunk]] for ks, order in zip(k64_per_seed, orders)]
             pid, pm = self._pad([[self._ids[k] for k in ks] for ks in part])
-            logp = np.asarray(self._score(self.params, pid, pm))
+            logp = np.asarray(self._score(self.params, pid, pm, jnp.asarray(self.temperatures)))
             for i, ks in enumerate(part):
                 out[i].append(logp[i, : len(ks)])
         a = len(self.action_strings)
-        return [np.concatenate(o) if o else np.zeros((0, a), np.float32) for o in out]
+        rows = [np.concatenate(o) if o else np.zeros((0, a), np.float32) for o in out]
+        return [r[np.argsort(order)] for r, order in zip(rows, orders)]
+
+    def _by_length(self, keys: list[int]) -> np.ndarray:
+        """The order of ``keys`` by prompt length: chunks of similar lengths pad little."""
+        return np.argsort([len(self._ids[k]) for k in keys], kind="stable")
 
     def _store(self, todo: list[list[int]]) -> None:
         """Score the situations ``todo[i]`` into seed ``i``'s cache. Seeds still at version 0
         have the reference's weights exactly, so their situations are scored once for all of them
         (a ``one_way`` run scores each situation once, whatever the number of seeds)."""
         fresh = [i for i, ks in enumerate(todo) if ks and self.versions[i] == 0]
-        if fresh:
-            rows = self._reference_rows(list(dict.fromkeys(k for i in fresh for k in todo[i])))
-            for i in fresh:
+        for temp, group in self._by_temperature(fresh):
+            rows = self._reference_rows(list(dict.fromkeys(k for i in group for k in todo[i])), temp)
+            for i in group:
                 for k in todo[i]:
                     self.ref_logp[i].setdefault(k, rows[k])
                     self.caches[i][k] = np.exp(rows[k]).astype(np.float32)
@@ -244,25 +273,32 @@ class GPT2Teachers:
 
     # -- fine-tuning -----------------------------------------------------------------------------
 
-    def _reference_rows(self, keys: list[int]) -> dict:
-        """The frozen reference's log-probs of situations (any seed's: the reference is shared)."""
-        rows = {}
+    def _by_temperature(self, seeds: list[int]) -> list[tuple[float, list[int]]]:
+        """``seeds`` grouped by temperature (seeds that share one share reference scores)."""
+        temps = dict.fromkeys(float(self.temperatures[i]) for i in seeds)
+        return [(t, [i for i in seeds if float(self.temperatures[i]) == t]) for t in temps]
+
+    def _reference_rows(self, keys: list[int], temperature: float) -> dict:
+        """The frozen reference's log-probs of situations at a temperature (the reference is shared)."""
+        rows, temp = {}, jnp.float32(temperature)
+        keys = [keys[j] for j in self._by_length(keys)]
         for start in range(0, len(keys), self.chunk):
             ks = keys[start : start + self.chunk]
             pid, pm = self._pad([[self._ids[k] for k in ks]])
-            for k, row in zip(ks, np.asarray(self._score_one(self.reference, pid[0], pm[0]))):
+            for k, row in zip(ks, np.asarray(self._score_one(self.reference, pid[0], pm[0], temp))):
                 rows[k] = row.astype(np.float32)
         return rows
 
     def _fill_reference(self, k64_per_seed: list[list[int]]) -> None:
         """Each seed's cache of reference log-probs, for the given situations; each situation
-        missing from some seed's cache is computed once."""
-        todo = list(dict.fromkeys(k for i, ks in enumerate(k64_per_seed) for k in ks if k not in self.ref_logp[i]))
-        rows = self._reference_rows(todo)
-        for i, ks in enumerate(k64_per_seed):
-            for k in ks:
-                if k not in self.ref_logp[i]:
-                    self.ref_logp[i][k] = rows[k]
+        missing from some seed's cache is computed once per temperature."""
+        for temp, group in self._by_temperature(list(range(len(self.seeds)))):
+            todo = list(dict.fromkeys(k for i in group for k in k64_per_seed[i] if k not in self.ref_logp[i]))
+            rows = self._reference_rows(todo, temp)
+            for i in group:
+                for k in k64_per_seed[i]:
+                    if k not in self.ref_logp[i]:
+                        self.ref_logp[i][k] = rows[k]
 
     def update(self, items: list) -> list[dict]:
         """Per seed ``(feedback, keys)`` (or ``None``: no update) -> statistics, as ``HFTeacher.update``.
@@ -310,8 +346,9 @@ class GPT2Teachers:
                 share[i, : len(rows), 0] = times / fc.batch_size
             pid, pm = self._pad(seqs)
             self.params, self.opt_state, losses = self._step(
-                self.params, self.opt_state, pid, pm, jnp.asarray(ref), jnp.asarray(w), jnp.asarray(share), jnp.asarray(active)
-            )
+                self.params, self.opt_state, pid, pm, jnp.asarray(ref), jnp.asarray(w), jnp.asarray(share), jnp.asarray(active),
+                jnp.asarray(self.temperatures), *self._lanes,
+            )  # fmt: skip
             losses = np.asarray(losses)
             for i in np.flatnonzero(active):
                 history[i].append(losses[i])
@@ -358,8 +395,8 @@ class GPT2Teachers:
                  generator=self.generators[i].get_state().numpy())  # fmt: skip
         meta = {
             "format": 1, "backend": "jax-gpt2", "model": self.base.model_name, "action_strings": list(self.action_strings),
-            "temperature": self.temperature, "length_norm": self.length_norm, "score_eos": self.base.score_eos,
-            "finetune": dataclasses.asdict(self.finetune), "version": self.versions[i], "trained": self.trained[i],
+            "temperature": float(self.temperatures[i]), "length_norm": self.length_norm, "score_eos": self.base.score_eos,
+            "finetune": dataclasses.asdict(self.lane_finetune[i]), "version": self.versions[i], "trained": self.trained[i],
             "prompts": {str(k): v for k, v in self.prompts[i].items()},
         }  # fmt: skip
         with open(path("teacher.json"), "w") as f:
