@@ -300,7 +300,7 @@ def train(
             meta, runners = rundir.load_checkpoint(ckpt, state.runners)  # placed as ``state.runners``
             like = None
             if config.overlap and loop.teachers:
-                like = jax.eval_shape(loop._update, runners, teaching.stack_tables(state.tables))[2]
+                like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
             tables, books, pending = teaching.load(ckpt, loop.teachers, like)
             state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending)
             log.truncate(state.iteration)
