@@ -105,6 +105,9 @@ class TrainConfig:
     action_set: str = "minigrid"
     tensorboard: bool = False
     wandb: bool = False
+    #: local devices the lanes (seeds x cells) are split over: 0 = the most that divide the lanes
+    #: (3 lanes on 4 devices: 3); 1 = one device, no sharding; n = n devices (must divide the lanes)
+    devices: int = 0
     #: cells of a sweep run side by side in this one program: ``{"ppo.lr": [v_0, v_1, ...], ...}``
     #: (traced fields only, ``TRACED_FIELDS``; one value per cell). Every cell runs the run's
     #: ``num_seeds`` seeds: lane ``c * num_seeds + i`` is cell ``c``, seed ``seed + i``. Empty: one cell.
@@ -190,6 +193,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
     for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every", "eval_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
+    if config.devices < 0:
+        raise ValueError(f"devices={config.devices} must be >= 0 (0: every local device that divides the lanes)")
     if not 0 <= config.seed < 2**31 - config.num_seeds:
         raise ValueError(f"seed={config.seed} must lie in [0, 2**31 - num_seeds)")
     need_rows = config.ppo.miss_buffer_size or config.ppo.num_envs * config.ppo.num_steps

@@ -23,6 +23,13 @@ Seeds are independent: seed ``i`` has its own student (one slice of the vmapped 
 own teacher and its own hint table; a run's seed gives the same numbers whichever seeds run
 beside it. ``train`` drives a ``Loop`` with a run directory (``rundir``): config, metrics,
 atomic checkpoints, resume.
+
+Several devices: the lane axis of the student (``runners``) and of the stacked hint tables is split
+over ``config.devices`` local devices (``student.lane_devices``; by default the most that divide
+the lanes), so the jitted, vmapped functions run SPMD, one block of lanes per device, and the
+student stays sharded from one iteration to the next. Only metrics, feedback and misses reach the
+host; only the stacked tables (and evaluation keys) go to the devices. Sharding changes where
+lanes run, not their numbers.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from . import config as cfg
 from . import hints as hn
 from . import loggers, rundir, teaching
 from .envs import make
-from .student import EVAL_COLUMNS, TRACED, PPOConfig, eval_key, hyper_of, make_evaluate, make_train, vmap_seeds
+from .student import (EVAL_COLUMNS, TRACED, PPOConfig, eval_key, hyper_of, lane_devices, make_evaluate, make_train,
+                      seed_mesh, shard_seeds, vmap_seeds)
 
 #: metric columns that measure wall-clock time (they differ between otherwise identical runs)
 TIMING_COLUMNS = ("wall_s", "student_s", "teacher_s", "eval_s", "frames_per_s")
@@ -97,6 +105,8 @@ class Loop:
 
     def __init__(self, config: cfg.TrainConfig, teachers=None):
         self.config = config = cfg.resolve(config)
+        n = lane_devices(len(config.seeds), config.devices, len(jax.local_devices()))
+        self.mesh = seed_mesh(n) if n > 1 else None  # None: every lane on the default device
         overrides = tuple(sorted(config.env_overrides.items()))
         self.env, self._init, self._update, self._warm, self._evaluate, (self._rollout, self._learn) = _compiled(
             config.env_id, overrides, _program(config.ppo), config.eval_episodes
@@ -108,6 +118,15 @@ class Loop:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def place(self, tree):
+        """``tree`` with its leading lane axis split over the loop's devices (unchanged on one
+        device; free when it is already placed so)."""
+        return tree if self.mesh is None else shard_seeds(tree, self.mesh)
+
+    def tables_in(self, tables: list) -> hn.HintTable:
+        """The seeds' tables stacked (``teaching.stack_tables``) and placed like the student."""
+        return self.place(teaching.stack_tables(tables))
+
     def hypers(self):
         """Every lane's numeric hyper-parameters (its cell's values): a ``Hyper`` with a leading lane axis."""
         c = self.config
@@ -117,7 +136,7 @@ class Loop:
     def init(self) -> LoopState:
         """Fresh students (one per lane: seed id and cell) and empty tables; no warm-up yet."""
         keys = jnp.stack([jax.random.PRNGKey(s) for s in self.config.seeds])
-        runners = self._init(keys, self.hypers())
+        runners = self.place(self._init(keys, self.hypers()))  # initialised on one device, then split
         tables = [hn.empty(self.config.table_capacity, self.num_actions) for _ in self.config.seeds]
         return LoopState(0, runners, tables, self.teachers, [{} for _ in self.config.seeds])
 
@@ -132,14 +151,14 @@ class Loop:
         c = self.config
         if not self.teachers or (c.score_first and c.ppo.hint_mode == "distill"):
             return state, {}
-        misses = jax.device_get(self._warm(state.runners, teaching.stack_tables(state.tables)))
+        misses = jax.device_get(self._warm(state.runners, self.tables_in(state.tables)))
         scored = teaching.score_misses(state.tables, state.books, self.teachers, misses, c.table_max_rows, 0, c.teacher_faults)
         return dataclasses.replace(state, tables=scored.tables), {"warmup_situations": scored.situations}
 
     def evaluate(self, runners, iteration: int) -> dict:
         """The student networks alone (sampled and greedy): ``{column: float[S]}``."""
         keys = jnp.stack([eval_key(s, iteration) for s in self.config.seeds])
-        return jax.device_get(self._evaluate(runners.params, keys))
+        return jax.device_get(self._evaluate(runners.params, self.place(keys)))
 
     # -- one iteration -------------------------------------------------------------------------
 
@@ -159,10 +178,10 @@ class Loop:
         tables, t_teach = state.tables, 0.0
         first = dict(table_evicted=np.zeros(len(c.seeds), int), teacher_rejected=np.zeros(len(c.seeds), int), teacher_errors=0)
         if self.score_first:  # rollout, then its new situations scored, then the epochs
-            ro, misses = self._rollout(state.runners, teaching.stack_tables(tables))  # dispatched
+            ro, misses = self._rollout(state.runners, self.tables_in(tables))  # dispatched
         else:
             learned = tables
-            out = self._update(state.runners, teaching.stack_tables(tables))  # dispatched, not awaited
+            out = self._update(state.runners, self.tables_in(tables))  # dispatched, not awaited
         turn = functools.partial(teaching.turn, c, books=state.books, teachers=self.teachers)
         if c.overlap:  # the teachers' turn on the previous update, while this one runs
             t1 = time.perf_counter()
@@ -176,7 +195,7 @@ class Loop:
             first.update(table_evicted=got.evicted, teacher_rejected=got.rejected, teacher_errors=got.errors)
             t_teach += time.perf_counter() - t1
             learned = tables
-            out = self._learn(state.runners, ro, teaching.stack_tables(tables))
+            out = self._learn(state.runners, ro, self.tables_in(tables))
         metrics, feedback = jax.device_get(out[1:])
         if self.teachers:  # rows this update used are the most recently used
             tables = teaching.touch(tables, learned, feedback.visits, it)
@@ -278,10 +297,10 @@ def train(
         if resume:
             rundir.clean_partial(run_dir)
         if ckpt is not None:
-            meta, runners = rundir.load_checkpoint(ckpt, state.runners)
+            meta, runners = rundir.load_checkpoint(ckpt, state.runners)  # placed as ``state.runners``
             like = None
             if config.overlap and loop.teachers:
-                like = jax.eval_shape(loop._update, runners, teaching.stack_tables(state.tables))[2]
+                like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
             tables, books, pending = teaching.load(ckpt, loop.teachers, like)
             state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending)
             log.truncate(state.iteration)

@@ -92,7 +92,7 @@ def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_ind
     lanes = len(config.seeds)  # num_seeds per sweep cell
     if not 0 <= seed_index < lanes:
         raise ValueError(f"seed index {seed_index} is out of range; the run has {lanes} seed(s)")
-    loop = Loop(config, teachers=[])
+    loop = Loop(config.replace(devices=1), teachers=[])  # one lane replayed on one device
     like = jax.eval_shape(loop._init, jax.numpy.zeros((lanes, 2), jax.numpy.uint32), loop.hypers())
     _, runners = rundir.load_checkpoint(ckpt, like)
     from .teaching import load_tables

@@ -183,9 +183,12 @@ def clean_partial(run_dir: str) -> None:
 def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=None) -> str:
     """Write one checkpoint atomically (see the module docstring); returns its path.
 
-    ``runners``: the student (orbax); ``write(directory)``: writes the host side (hint tables,
-    teachers, pending feedback: ``bidijax.teaching.save``) into the checkpoint directory.
+    ``runners``: the student (orbax), gathered to one device first, so that a checkpoint does not
+    depend on how many devices the run was split over (``load_checkpoint`` places it again);
+    ``write(directory)``: writes the host side (hint tables, teachers, pending feedback:
+    ``bidijax.teaching.save``) into the checkpoint directory.
     """
+    import jax
     import orbax.checkpoint as ocp
 
     root = _ckpt_root(run_dir)
@@ -196,7 +199,7 @@ def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=Non
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(os.path.abspath(tmp), "student"), runners)
+        ckptr.save(os.path.join(os.path.abspath(tmp), "student"), jax.device_put(runners, jax.local_devices()[0]))
         ckptr.wait_until_finished()
     if write is not None:
         write(tmp)
@@ -212,7 +215,8 @@ def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=Non
 
 
 def load_checkpoint(path: str, runners_like):
-    """Restore ``(meta, runners)`` from ``path`` (the host side: ``bidijax.teaching.load``)."""
+    """Restore ``(meta, runners)`` from ``path``, each array placed as its ``runners_like``
+    counterpart (sharded over devices or not); the host side: ``bidijax.teaching.load``."""
     import jax
     import orbax.checkpoint as ocp
 

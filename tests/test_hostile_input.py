@@ -37,6 +37,8 @@ from helpers import one_line_error
         (["--action-set", "lamorel", "--env", "Navix-Empty-5x5-v0"], ["lamorel", "BabyAI levels only"]),
         (["--action-set", "atari"], ["atari", "minigrid"]),
         (["--teacher.finetune.baseline", "median"], ["median", "situation"]),
+        (["--devices", "-1"], ["devices=-1", ">= 0"]),
+        (["--devices", "4096"], ["devices=4096", "local device"]),
     ],
 )
 def test_bad_numbers_and_choices(capsys, tmp_path, flags, needles):
