@@ -194,8 +194,20 @@ class MetricsLog:
         write_atomic(self.path, text.getvalue(), self.run_dir)
 
 
-def read_metrics(run_dir: str) -> list[dict]:
-    """Rows of ``metrics.csv`` as dicts of strings; a torn last line (killed mid-write) is skipped."""
+def _typed(text: str):
+    """A metric value as written by ``MetricsLog``: ``int`` or ``float`` where it parses as one
+    (``repr`` of a float reads back exactly), else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_metrics(run_dir: str, typed: bool = False) -> list[dict]:
+    """Rows of ``metrics.csv`` as dicts of strings (``typed``: of ints and floats, as the loop
+    produced them); a torn last line (killed mid-write) is skipped."""
     path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return []
@@ -210,7 +222,7 @@ def read_metrics(run_dir: str) -> list[dict]:
                 int(row["iteration"])
             except (KeyError, TypeError, ValueError):
                 continue
-            out.append(row)
+            out.append({k: _typed(v) for k, v in row.items()} if typed else row)
     return out
 
 
