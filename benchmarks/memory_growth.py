@@ -105,8 +105,14 @@ def run(config: cfg.TrainConfig, every: int, run_dir: str | None = None, types: 
     return samples
 
 
+def second_half(samples: list[dict], iterations: int) -> list[dict]:
+    """Samples from the half of the run on, but the last (the end's checkpoint and evaluation
+    need not fall on the periodic ones)."""
+    return [s for s in samples[:-1] if s["iteration"] >= iterations // 2]
+
+
 def slopes(samples: list[dict], iterations: int) -> dict:
-    late = [s for s in samples if s["iteration"] >= iterations // 2]
+    late = second_half(samples, iterations)
     xs = [s["iteration"] for s in late]
     return {k: slope(xs, [s[k] for s in late]) for k in ("rss_kib", "arrays", "objects", "blocks")}
 
@@ -135,8 +141,8 @@ def main() -> None:
     for s in samples:
         print(f"| {s['iteration']} | {s['rss_kib'] / 1024:.1f} | {s['arrays']} | {s['objects']:,} | {s['blocks']:,} |")
     sl = slopes(samples, config.iterations)
-    print(f"\nleast-squares slope over iterations {config.iterations // 2}-{config.iterations} "
-          f"({len([s for s in samples if s['iteration'] >= config.iterations // 2])} samples):")  # fmt: skip
+    late = second_half(samples, config.iterations)
+    print(f"\nleast-squares slope over iterations {late[0]['iteration']}-{late[-1]['iteration']} ({len(late)} samples):")
     for key, unit in (("rss_kib", "KiB"), ("arrays", "arrays"), ("objects", "objects"), ("blocks", "blocks")):
         print(f"  {key:8s} {sl[key]:+.3f} {unit}/iteration  (x 2,100 iterations: {sl[key] * 2100:+,.0f} {unit})")
     typed = [s for s in samples if "by_type" in s]
