@@ -3,7 +3,8 @@
 ``bidijax train`` exposes every field of ``bidijax.config.TrainConfig`` as a flag
 (``--iterations``, ``--ppo.num-envs``, ``--teacher.lr``, ...; ``--env`` and ``--teacher`` are
 short for ``--env-id`` and ``--teacher.name``), reads YAML/JSON config files (``--config``)
-and continues killed runs (``--resume RUN_DIR``). Bad input gets one line and exit code 2.
+and continues killed runs (``--resume RUN_DIR``). Bad input gets one line and exit code 2; a run
+stopped by a full disk gets one line and exit code 1 (``--resume`` continues it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from . import config as cfg
 
 EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 1  # a run stopped by its environment (a full disk); --resume continues it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,8 +30,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(prog: str, err: Exception) -> int:
+    from .rundir import DiskFull
+
     print(f"bidijax {prog}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return EXIT_STOPPED if isinstance(err, DiskFull) else EXIT_BAD_INPUT
 
 
 # ---------------------------------------------------------------------------------------------

@@ -262,7 +262,8 @@ def train(
     on_iteration: Callable[[list[dict], LoopState], None] | None = None,
     teachers=None,
 ) -> tuple[LoopState, list[dict]]:
-    """Run (or, with ``resume``, continue) a training run in ``run_dir``; returns the final state and all rows.
+    """Run (or, with ``resume``, continue) a training run in ``run_dir``; returns the final state and all rows
+    (those of ``metrics.csv``, read back with their numbers typed, earlier iterations of a resumed run included).
 
     Everything that can fail on bad input (config, environment id, teacher model) is checked
     before the run directory is created, so a failed start leaves nothing behind.
@@ -325,7 +326,6 @@ def train(
 
 def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration) -> tuple[LoopState, list[dict]]:
     c = loop.config
-    all_rows = rundir.read_metrics(run_dir)
     start = time.perf_counter()
     while state.iteration < c.iterations:
         state, rows = loop.step(state)
@@ -333,11 +333,11 @@ def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration) 
             r["wall_s"] = time.perf_counter() - start
         for sink in sinks:
             sink.log(rows)
-        all_rows.extend(rows)
         if state.iteration % c.checkpoint_every == 0 or state.iteration == c.iterations:
             write = functools.partial(teaching.save, tables=state.tables, books=state.books, teachers=state.teachers,
                                       pending=state.pending)  # fmt: skip
             rundir.save_checkpoint(run_dir, state.iteration, state.runners, {"seeds": c.seeds}, write)
         if on_iteration is not None:
             on_iteration(rows, state)
-    return state, all_rows
+    # the rows are read back at the end, not kept: a long run's host memory stays flat
+    return state, rundir.read_metrics(run_dir, typed=True)

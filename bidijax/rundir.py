@@ -11,12 +11,22 @@ A checkpoint is written into a hidden temporary directory and renamed into place
 replaced atomically afterwards. A kill therefore leaves either the previous checkpoint or the new
 one, never half of one; leftovers of an interrupted write are removed on resume. Metric rows after
 the checkpoint a run resumes from are dropped (they are computed again, identically).
+
+A full disk (``ENOSPC``, ``EDQUOT``) while writing any of these raises ``DiskFull``: one line
+naming the file and the run's last complete checkpoint. Nothing written before is lost: a failed
+checkpoint's temporary directory is removed (freeing its space) and the previous checkpoint stays
+``LATEST``; a failed append to ``metrics.csv`` is cut back to the last complete row. After space is
+freed, ``--resume`` continues as after a kill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
+import logging
 import os
 import shutil
 
@@ -27,14 +37,68 @@ CHECKPOINTS = "checkpoints"
 KEEP = 2  # complete checkpoints kept
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a synced temporary file and a rename (never half a file)."""
+class DiskFull(ValueError):
+    """The disk (or the user's quota) filled up while a run wrote its directory; the run stopped,
+    and everything it had completed before (config, metric rows, checkpoints) is intact."""
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT), "os_error_code='28'", "os_error_code='122'")
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it was raised from is a full disk: an ``OSError`` with
+    ``ENOSPC``/``EDQUOT``, or a wrapped one (orbax/tensorstore raise ``ValueError`` naming it)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DiskFull) or (isinstance(err, OSError) and err.errno in _FULL_ERRNOS):
+            return True
+        if any(t in str(err) for t in _FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _no_space_left(path: str) -> bool:
+    """Whether the file system holding ``path`` has (almost) no space left for this user; for
+    writers that report a full disk without its errno (e.g. ``torch.save``)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_blocks > 0 and st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def _disk_full(what: str, run_dir: str | None, err: BaseException) -> DiskFull:
+    """The one-line ``DiskFull`` for a failed write of ``what`` (a path) in ``run_dir``."""
+    if isinstance(err, DiskFull):
+        return err
+    reason = "quota exceeded" if isinstance(err, OSError) and err.errno == errno.EDQUOT else "no space left on device"
+    text = f"disk full ({reason}) while writing {what}"
+    if run_dir is None:
+        return DiskFull(text + "; nothing else was changed: free space and try again")
+    last = latest_checkpoint(run_dir)
+    kept = f"its last checkpoint {os.path.basename(last)} is intact" if last else "it has no checkpoint yet"
+    return DiskFull(f"{text}; the run stopped and {kept}: free space and continue with --resume {run_dir}")
+
+
+def write_atomic(path: str, text: str, run_dir: str | None = None) -> None:
+    """Write ``text`` to ``path`` through a synced temporary file and a rename (never half a file);
+    on a full disk the temporary file is removed, ``path`` is unchanged and ``DiskFull`` is raised."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except Exception as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if is_disk_full(err):
+            raise _disk_full(path, run_dir, err) from err
+        raise
 
 
 LOCK = ".lock"
@@ -66,7 +130,7 @@ def finished(run_dir: str, iterations: int, lanes: int) -> bool:
 
 
 def write_config(run_dir: str, config: dict) -> None:
-    write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n", run_dir)
 
 
 def read_config(run_dir: str) -> dict:
@@ -81,9 +145,11 @@ def read_config(run_dir: str) -> dict:
 
 
 class MetricsLog:
-    """Appends metric rows to ``metrics.csv`` (header from the first row), flushed per write."""
+    """Appends metric rows to ``metrics.csv`` (header from the first row), synced per write. An
+    append that fails (full disk) is cut back, so the file always ends with a complete row."""
 
     def __init__(self, run_dir: str):
+        self.run_dir = run_dir
         self.path = os.path.join(run_dir, METRICS)
         self.columns: list[str] | None = None
         if os.path.exists(self.path):
@@ -94,16 +160,30 @@ class MetricsLog:
     def log(self, rows: list[dict]) -> None:
         if not rows:
             return
-        new = self.columns is None
-        if new:
-            self.columns = list(rows[0])
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
+        columns = self.columns or list(rows[0])
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+        if self.columns is None:
+            w.writeheader()
+        w.writerows(rows)
+        data = text.getvalue().encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException as err:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)  # no torn row: the file ends where it did
+                if isinstance(err, Exception) and is_disk_full(err):
+                    raise _disk_full(self.path, self.run_dir, err) from err
+                raise
+        finally:
+            os.close(fd)
+        self.columns = columns
 
     def truncate(self, iteration: int) -> None:
         """Keep only complete rows of iterations ``<= iteration`` (after a resume)."""
@@ -113,16 +193,27 @@ class MetricsLog:
         kept = [r for r in rows if int(r["iteration"]) <= iteration]
         if not self.columns:
             return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns)
-            w.writeheader()
-            w.writerows(kept)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=self.columns)
+        w.writeheader()
+        w.writerows(kept)
+        write_atomic(self.path, text.getvalue(), self.run_dir)
 
 
-def read_metrics(run_dir: str) -> list[dict]:
-    """Rows of ``metrics.csv`` as dicts of strings; a torn last line (killed mid-write) is skipped."""
+def _typed(text: str):
+    """A metric value as written by ``MetricsLog``: ``int`` or ``float`` where it parses as one
+    (``repr`` of a float reads back exactly), else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_metrics(run_dir: str, typed: bool = False) -> list[dict]:
+    """Rows of ``metrics.csv`` as dicts of strings (``typed``: of ints and floats, as the loop
+    produced them); a torn last line (killed mid-write) is skipped."""
     path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return []
@@ -137,7 +228,7 @@ def read_metrics(run_dir: str) -> list[dict]:
                 int(row["iteration"])
             except (KeyError, TypeError, ValueError):
                 continue
-            out.append(row)
+            out.append({k: _typed(v) for k, v in row.items()} if typed else row)
     return out
 
 
@@ -188,30 +279,74 @@ def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=Non
     ``write(directory)``: writes the host side (hint tables, teachers, pending feedback:
     ``bidijax.teaching.save``) into the checkpoint directory.
     """
-    import jax
-    import orbax.checkpoint as ocp
-
     root = _ckpt_root(run_dir)
-    os.makedirs(root, exist_ok=True)
     final = os.path.join(root, _name(iteration))
     tmp = os.path.join(root, f".tmp-{_name(iteration)}")
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(os.path.abspath(tmp), "student"), jax.device_put(runners, jax.local_devices()[0]))
-        ckptr.wait_until_finished()
-    if write is not None:
-        write(tmp)
-    write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n")
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n")
+    try:
+        os.makedirs(root, exist_ok=True)
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+        _save_student(os.path.join(os.path.abspath(tmp), "student"), runners)
+        if write is not None:
+            write(tmp)
+        write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n", run_dir)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n", run_dir)
+    except Exception as err:  # a kill (KeyboardInterrupt, SIGKILL) leaves the temporary directory to clean_partial
+        full = is_disk_full(err) or _no_space_left(root)
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a partial checkpoint took
+        if full:
+            raise _disk_full(f"checkpoint {final}", run_dir, err) from err
+        raise
     done = sorted(d for d in os.listdir(root) if d.startswith("it-"))
     for d in done[:-KEEP]:
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
     return final
+
+
+def _closed_loop_filter(previous):
+    """An ``unraisablehook`` dropping ``RuntimeError('Event loop is closed')``: after a failed
+    orbax save, tensorstore's pending writes finish on threads whose event loop orbax has closed,
+    and each prints that traceback (possibly after the save has returned). Everything else goes
+    to ``previous``."""
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.bidijax_filter = True
+    return hook
+
+
+def _save_student(path: str, runners) -> None:
+    """The student through orbax. Orbax's threads log each write error (a full disk) at ERROR
+    level with tracebacks, and the error is raised here as well: those logs are dropped while it
+    saves, and after a failure the late ``Event loop is closed`` tracebacks too (the run stops)."""
+    import sys
+
+    import jax
+    import orbax.checkpoint as ocp
+
+    logger = logging.getLogger("absl")
+    level, hook = logger.level, sys.unraisablehook
+    logger.setLevel(logging.CRITICAL)
+    if not getattr(hook, "bidijax_filter", False):
+        sys.unraisablehook = _closed_loop_filter(hook)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(path, jax.device_put(runners, jax.local_devices()[0]))  # one device: any count loads it
+            ckptr.wait_until_finished()
+    except BaseException:
+        raise  # the filter stays: tensorstore's late callbacks may still come
+    else:
+        sys.unraisablehook = hook
+    finally:
+        logger.setLevel(level)
 
 
 def load_checkpoint(path: str, runners_like):
