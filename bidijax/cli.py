@@ -76,7 +76,7 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> cfg.
     return cfg.resolve(cfg.from_dict(d))
 
 
-_NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet"}
+_NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet", "coordinator", "num_processes", "process_id", "distributed"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +153,6 @@ def summary(rows: list[dict], config: cfg.TrainConfig, wall: float) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     from . import rundir
-    from .loop import default_run_dir, train
 
     try:
         if args.resume:
@@ -164,19 +163,56 @@ def _train(args: argparse.Namespace) -> int:
             run_dir = args.resume
         else:
             config = config_from_args(args)
-            run_dir = args.run_dir or default_run_dir(config)
+            if _distributed(args) and not args.run_dir:
+                raise ValueError("several processes need one --run-dir, the same for every process")
+            run_dir = args.run_dir or _default_run_dir(config)
+        processes = _join(args, len(config.seeds))  # before anything starts JAX's backend
     except ValueError as err:
         return _fail("train", err)
-    progress = Progress(config, quiet=args.quiet)
-    print(f"bidijax train: {'resuming' if args.resume else 'run'} {run_dir}")
+    from .loop import train
+    say = processes.main  # only process 0 prints (and writes the run directory)
+    progress = Progress(config, quiet=args.quiet or not say)
+    if say:
+        print(f"bidijax train: {'resuming' if args.resume else 'run'} {run_dir}")
     start = time.perf_counter()
     try:
-        _, rows = train(config, run_dir, resume=bool(args.resume), on_iteration=progress)
+        _, rows = train(config, run_dir, resume=bool(args.resume), on_iteration=progress, processes=processes)
     except ValueError as err:
         return _fail("train", err)
-    print(summary(rows, config, time.perf_counter() - start))
-    print(f"run directory: {run_dir}")
+    if say:
+        print(summary(rows, config, time.perf_counter() - start))
+        print(f"run directory: {run_dir}")
     return 0
+
+
+def _default_run_dir(config: cfg.TrainConfig) -> str:
+    from .loop import default_run_dir
+
+    return default_run_dir(config)
+
+
+def _distributed(args: argparse.Namespace) -> bool:
+    return bool(args.distributed or args.coordinator or args.num_processes is not None or args.process_id is not None)
+
+
+def _join(args: argparse.Namespace, lanes: int):
+    """This process's place in the run: joins ``jax.distributed`` when asked to (flags checked
+    first, one-line ``ValueError``), else the one process of a one-process run."""
+    from . import multihost
+
+    if not _distributed(args):
+        return multihost.SINGLE
+    if args.num_processes is not None or args.process_id is not None:
+        if args.num_processes is None or args.process_id is None:
+            raise ValueError("give --num-processes and --process-id together (or neither: detected by jax.distributed)")
+        multihost.check(lanes, args.num_processes, args.process_id)
+    try:
+        processes = multihost.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"cannot join the run's processes (jax.distributed.initialize: {first})") from None
+    multihost.check(lanes, processes.count, processes.index)
+    return processes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--run-dir", help="run directory to create (default: runs/<arm>-<teacher>-<time>)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     tr.add_argument("--quiet", action="store_true", help="no progress lines")
+    mh = tr.add_argument_group("several machines (jax.distributed; each process runs its block of lanes)")
+    mh.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
+    mh.add_argument("--num-processes", type=int, metavar="P", help="processes of the run (must divide the lanes)")
+    mh.add_argument("--process-id", type=int, metavar="p", help="this process, 0 .. P-1 (process 0 writes the run directory)")
+    mh.add_argument("--distributed", action="store_true",
+                    help="join jax.distributed with what it detects (SLURM, JAX_COORDINATOR_ADDRESS, ...)")  # fmt: skip
     _add_config_flags(tr)
 
     sw = sub.add_parser("sweep", help="a grid of settings x seeds: vmapped in one program where only numbers change")

@@ -47,7 +47,7 @@ import numpy as np
 
 from . import config as cfg
 from . import hints as hn
-from . import loggers, rundir, teaching
+from . import loggers, multihost, rundir, teaching
 from .envs import make
 from .student import (EVAL_COLUMNS, TRACED, PPOConfig, eval_key, hyper_of, lane_devices, make_evaluate, make_train,
                       seed_mesh, shard_seeds, vmap_seeds)
@@ -103,9 +103,12 @@ def _compiled(env_id: str, env_overrides: tuple, ppo: PPOConfig, eval_episodes: 
 class Loop:
     """Compiled student functions, the environment and the teachers of one run."""
 
-    def __init__(self, config: cfg.TrainConfig, teachers=None):
+    def __init__(self, config: cfg.TrainConfig, teachers=None, lanes: list[int] | None = None):
         self.config = config = cfg.resolve(config)
-        n = lane_devices(len(config.seeds), config.devices, len(jax.local_devices()))
+        # the lanes this loop runs (indices into ``config.seeds``): all, or one process's block
+        self.lanes = list(range(len(config.seeds))) if lanes is None else list(lanes)
+        self.seeds = [config.seeds[lane] for lane in self.lanes]
+        n = lane_devices(len(self.seeds), config.devices, len(jax.local_devices()))
         self.mesh = seed_mesh(n) if n > 1 else None  # None: every lane on the default device
         overrides = tuple(sorted(config.env_overrides.items()))
         self.env, self._init, self._update, self._warm, self._evaluate, (self._rollout, self._learn) = _compiled(
@@ -113,7 +116,7 @@ class Loop:
         )
         self.num_actions = int(self.env.action_space.n)
         if teachers is None:
-            teachers = teaching.make_teachers(config, self.num_actions)
+            teachers = teaching.make_teachers(config, self.num_actions, self.lanes)
         self.teachers = teachers if hasattr(teachers, "versions") else teaching.PerSeed(teachers)
 
     # -- state ---------------------------------------------------------------------------------
@@ -131,14 +134,14 @@ class Loop:
         """Every lane's numeric hyper-parameters (its cell's values): a ``Hyper`` with a leading lane axis."""
         c = self.config
         per_cell = [hyper_of(c.cell_ppo(cell)) for cell in range(c.num_cells)]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *[h for h in per_cell for _ in range(c.num_seeds)])
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[per_cell[lane // c.num_seeds] for lane in self.lanes])
 
     def init(self) -> LoopState:
         """Fresh students (one per lane: seed id and cell) and empty tables; no warm-up yet."""
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in self.config.seeds])
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
         runners = self.place(self._init(keys, self.hypers()))  # initialised on one device, then split
-        tables = [hn.empty(self.config.table_capacity, self.num_actions) for _ in self.config.seeds]
-        return LoopState(0, runners, tables, self.teachers, [{} for _ in self.config.seeds])
+        tables = [hn.empty(self.config.table_capacity, self.num_actions) for _ in self.seeds]
+        return LoopState(0, runners, tables, self.teachers, [{} for _ in self.seeds])
 
     @property
     def score_first(self) -> bool:
@@ -157,7 +160,7 @@ class Loop:
 
     def evaluate(self, runners, iteration: int) -> dict:
         """The student networks alone (sampled and greedy): ``{column: float[S]}``."""
-        keys = jnp.stack([eval_key(s, iteration) for s in self.config.seeds])
+        keys = jnp.stack([eval_key(s, iteration) for s in self.seeds])
         return jax.device_get(self._evaluate(runners.params, self.place(keys)))
 
     # -- one iteration -------------------------------------------------------------------------
@@ -176,7 +179,7 @@ class Loop:
         it = state.iteration + 1
         t0 = time.perf_counter()
         tables, t_teach = state.tables, 0.0
-        first = dict(table_evicted=np.zeros(len(c.seeds), int), teacher_rejected=np.zeros(len(c.seeds), int), teacher_errors=0)
+        first = dict(table_evicted=np.zeros(len(self.seeds), int), teacher_rejected=np.zeros(len(self.seeds), int), teacher_errors=0)
         if self.score_first:  # rollout, then its new situations scored, then the epochs
             ro, misses = self._rollout(state.runners, self.tables_in(tables))  # dispatched
         else:
@@ -213,12 +216,12 @@ class Loop:
         t_eval = time.perf_counter() - t2
         wall = time.perf_counter() - t0
         misses = feedback.misses  # what the table still missed when the student learned
-        scored = np.zeros(len(c.seeds), int)  # new situations the teachers scored before the epochs
+        scored = np.zeros(len(self.seeds), int)  # new situations the teachers scored before the epochs
         if self.score_first and not first["teacher_errors"]:
             scored = jax.device_get(misses_first.count)
         rows = []
-        for i, seed in enumerate(c.seeds):
-            row = {"iteration": it, "seed": seed, **({"cell": i // c.num_seeds} if c.cells else {})}
+        for i, seed in enumerate(self.seeds):
+            row = {"iteration": it, "seed": seed, **({"cell": self.lanes[i] // c.num_seeds} if c.cells else {})}
             row.update({k: _num(metrics[k][i]) for k in _STUDENT_COLUMNS})
             row.update(frames=int(row["frames"]), episodes=int(row["episodes"]))
             row.update({k: _num(evaluation[k][i]) if evaluation else float("nan") for k in EVAL_COLUMNS})
@@ -230,11 +233,11 @@ class Loop:
                 teacher_version=self.teachers.versions[i] if self.teachers else 0,
                 **{k: _num(v) for k, v in teacher_stats[i].items() if k not in _COUNTS},
                 # score_first's scoring and the turn's, together
-                **{k: int(teacher_stats[i].get(k, 0) + np.broadcast_to(first[k], len(c.seeds))[i]) for k in _COUNTS},
+                **{k: int(teacher_stats[i].get(k, 0) + np.broadcast_to(first[k], len(self.seeds))[i]) for k in _COUNTS},
                 student_s=wall - t_teach - t_eval,
                 teacher_s=t_teach,
                 eval_s=t_eval,
-                frames_per_s=c.ppo.frames_per_update * len(c.seeds) / max(wall - t_eval, 1e-9),
+                frames_per_s=c.ppo.frames_per_update * len(self.seeds) / max(wall - t_eval, 1e-9),
             )
             if not self.teachers:
                 row.update({k: float("nan") for k in _TEACHER_COLUMNS})
@@ -261,82 +264,115 @@ def train(
     resume: bool = False,
     on_iteration: Callable[[list[dict], LoopState], None] | None = None,
     teachers=None,
+    processes: multihost.Processes | None = None,
 ) -> tuple[LoopState, list[dict]]:
     """Run (or, with ``resume``, continue) a training run in ``run_dir``; returns the final state and all rows
     (those of ``metrics.csv``, read back with their numbers typed, earlier iterations of a resumed run included).
 
     Everything that can fail on bad input (config, environment id, teacher model) is checked
     before the run directory is created, so a failed start leaves nothing behind.
+
+    ``processes`` (default: ``multihost.current()``): in a run of several ``jax.distributed``
+    processes each one calls ``train`` with the same config and directory and runs its block of
+    lanes (``multihost.lane_block``); the rows returned (and given to ``on_iteration``) are every
+    process's; only process 0 creates and locks the directory and writes config and metrics.
     """
     config = cfg.resolve(config)
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ValueError(f"run directory {run_dir!r} is an existing file, not a directory")
-    if resume:
-        saved = cfg.from_dict(rundir.read_config(run_dir))
-        if cfg.to_dict(saved) != cfg.to_dict(config):
-            changed = cfg.first_difference(cfg.to_dict(saved), cfg.to_dict(config), "the run")
-            raise ValueError(f"resume with a changed config ({changed}); resume takes the run's own config.json")
-    elif os.path.exists(run_dir) and set(os.listdir(run_dir)) - {rundir.LOCK}:
-        raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
-    loggers.check_loggers(config)
-    loop = Loop(config, teachers)
-    created = not os.path.exists(run_dir)
+    processes = processes or multihost.current()
+    lanes = multihost.lane_block(len(config.seeds), processes)
+    error, held, created, started = None, None, False, None
     try:
-        os.makedirs(run_dir, exist_ok=True)
-        held = rundir.lock(run_dir)  # a second process on the same directory is refused (ValueError)
-    except OSError as err:
-        raise ValueError(f"cannot create run directory {run_dir!r}: {err.strerror}") from None
-    try:
-        if not resume and set(os.listdir(run_dir)) - {rundir.LOCK}:  # another run started meanwhile
-            created = False
-            raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
-        if not resume:
-            rundir.write_config(run_dir, cfg.to_dict(loop.config))
-        log = rundir.MetricsLog(run_dir)
-        state = loop.init()
-        ckpt = rundir.latest_checkpoint(run_dir) if resume else None
+        if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+            raise ValueError(f"run directory {run_dir!r} is an existing file, not a directory")
         if resume:
-            rundir.clean_partial(run_dir)
-        if ckpt is not None:
-            meta, runners = rundir.load_checkpoint(ckpt, state.runners)  # placed as ``state.runners``
-            like = None
-            if config.overlap and loop.teachers:
-                like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
-            tables, books, pending = teaching.load(ckpt, loop.teachers, like)
-            state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending)
-            log.truncate(state.iteration)
-        else:
-            log.truncate(0)
-            state, _ = loop.warmup(state)
-    except BaseException:
-        os.close(held)
+            saved = cfg.from_dict(rundir.read_config(run_dir))
+            if cfg.to_dict(saved) != cfg.to_dict(config):
+                changed = cfg.first_difference(cfg.to_dict(saved), cfg.to_dict(config), "the run")
+                raise ValueError(f"resume with a changed config ({changed}); resume takes the run's own config.json")
+        elif processes.main and os.path.exists(run_dir) and set(os.listdir(run_dir)) - {rundir.LOCK}:
+            raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
+        loggers.check_loggers(config)
+        loop = Loop(config, teachers, lanes)
+        if processes.main:  # the other processes write only their parts of the checkpoints
+            created = not os.path.exists(run_dir)
+            try:
+                os.makedirs(run_dir, exist_ok=True)
+                held = rundir.lock(run_dir)  # a second run on the same directory is refused (ValueError)
+            except OSError as err:
+                raise ValueError(f"cannot create run directory {run_dir!r}: {err.strerror}") from None
+            if not resume and set(os.listdir(run_dir)) - {rundir.LOCK}:  # another run started meanwhile
+                created = False
+                raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
+            if not resume:
+                rundir.write_config(run_dir, cfg.to_dict(loop.config))
+        started = _start(loop, run_dir, resume, processes)
+    except BaseException as err:  # noqa: BLE001 - every process must hear of it (below) before it is raised
+        error = err
+    if processes.many:  # a barrier with a verdict: one process that failed to start stops them all
+        ok, iterations = multihost.agree(error is None, started[1].iteration if error is None else -1)
+        if error is None and not ok:
+            error = ValueError("another process of the run failed to start (its own output says why); stopped")
+        elif error is None and len(set(iterations.tolist())) > 1:
+            error = ValueError(f"the processes resumed from different checkpoints (iterations {iterations.tolist()})")
+    if error is not None:
+        if held is not None:
+            os.close(held)
         if created and not resume:
             shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        raise error
+    log, state = started
     try:
-        sinks = loggers.make_loggers(loop.config, run_dir, cfg.to_dict(loop.config))
+        sinks = loggers.make_loggers(loop.config, run_dir, cfg.to_dict(loop.config)) if processes.main else []
         try:
-            return _run(loop, state, run_dir, [log, *sinks], on_iteration)
+            return _run(loop, state, run_dir, [log, *sinks] if log else sinks, on_iteration, processes)
         finally:
             for sink in sinks:
                 sink.close()
     finally:
-        os.close(held)
+        if held is not None:
+            os.close(held)
 
 
-def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration) -> tuple[LoopState, list[dict]]:
+def _start(loop: Loop, run_dir: str, resume: bool, processes: multihost.Processes):
+    """``(metrics log or None, state)``: the loop's state from the last checkpoint, or fresh and warmed up."""
+    config = loop.config
+    log = rundir.MetricsLog(run_dir) if processes.main else None
+    state = loop.init()
+    ckpt = rundir.latest_checkpoint(run_dir) if resume else None
+    if resume and processes.main:
+        rundir.clean_partial(run_dir)
+    if ckpt is not None:
+        meta, runners = rundir.load_checkpoint(ckpt, state.runners, processes)  # placed as ``state.runners``
+        like = None
+        if config.overlap and loop.teachers:
+            like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
+        tables, books, pending = teaching.load(rundir.part_dir(ckpt, processes), loop.teachers, like)
+        state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending)
+        if log:
+            log.truncate(state.iteration)
+    else:
+        if log:
+            log.truncate(0)
+        state, _ = loop.warmup(state)
+    return log, state
+
+
+def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration,
+         processes: multihost.Processes = multihost.SINGLE) -> tuple[LoopState, list[dict]]:  # fmt: skip
     c = loop.config
     start = time.perf_counter()
     while state.iteration < c.iterations:
         state, rows = loop.step(state)
         for r in rows:
             r["wall_s"] = time.perf_counter() - start
+        if processes.many:  # every process's rows, in lane order
+            rows = multihost.gather_rows(rows)
         for sink in sinks:
             sink.log(rows)
         if state.iteration % c.checkpoint_every == 0 or state.iteration == c.iterations:
             write = functools.partial(teaching.save, tables=state.tables, books=state.books, teachers=state.teachers,
                                       pending=state.pending)  # fmt: skip
-            rundir.save_checkpoint(run_dir, state.iteration, state.runners, {"seeds": c.seeds}, write)
+            rundir.save_checkpoint(run_dir, state.iteration, state.runners, {"seeds": c.seeds}, write, processes)
         if on_iteration is not None:
             on_iteration(rows, state)
     # the rows are read back at the end, not kept: a long run's host memory stays flat

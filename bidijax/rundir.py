@@ -17,6 +17,11 @@ naming the file and the run's last complete checkpoint. Nothing written before i
 checkpoint's temporary directory is removed (freeing its space) and the previous checkpoint stays
 ``LATEST``; a failed append to ``metrics.csv`` is cut back to the last complete row. After space is
 freed, ``--resume`` continues as after a kill.
+
+A run of several processes (``bidijax.multihost``) writes one part per process into the same
+checkpoint, ``it-000010/process-<p>/`` (that process's lanes: student ``student.npz``, tables,
+teachers), and process 0 publishes it (meta.json, rename, ``LATEST``) once every part is written
+(a barrier); every process then loads its own part on resume.
 """
 
 from __future__ import annotations
@@ -271,39 +276,68 @@ def clean_partial(run_dir: str) -> None:
                 shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
 
-def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=None) -> str:
+def part_dir(path: str, processes=None) -> str:
+    """Where a process's part of checkpoint ``path`` lives: ``path`` itself in a one-process run,
+    ``path/process-<p>`` in a run of several processes."""
+    return path if processes is None or not processes.many else os.path.join(path, f"process-{processes.index}")
+
+
+def save_checkpoint(run_dir: str, iteration: int, runners, meta: dict, write=None, processes=None) -> str:
     """Write one checkpoint atomically (see the module docstring); returns its path.
 
     ``runners``: the student (orbax), gathered to one device first, so that a checkpoint does not
     depend on how many devices the run was split over (``load_checkpoint`` places it again);
     ``write(directory)``: writes the host side (hint tables, teachers, pending feedback:
-    ``bidijax.teaching.save``) into the checkpoint directory.
+    ``bidijax.teaching.save``) into the checkpoint directory. ``processes``
+    (``multihost.Processes``): in a run of several processes every one of them calls this with
+    its own lanes; each writes its part, process 0 publishes the checkpoint after a barrier.
     """
+    import jax
+
+    from . import multihost
+
+    processes = processes or multihost.SINGLE
     root = _ckpt_root(run_dir)
     final = os.path.join(root, _name(iteration))
     tmp = os.path.join(root, f".tmp-{_name(iteration)}")
     try:
-        os.makedirs(root, exist_ok=True)
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-        os.makedirs(tmp)
-        _save_student(os.path.join(os.path.abspath(tmp), "student"), runners)
+        if processes.main:
+            os.makedirs(root, exist_ok=True)
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+            os.makedirs(tmp)
+        if processes.many:
+            multihost.barrier(f"checkpoint-{iteration}-open")
+            part = part_dir(tmp, processes)
+            os.makedirs(part)
+            save_leaves(os.path.join(part, "student.npz"), jax.device_get(runners))
+        else:
+            part = tmp
+            _save_student(os.path.join(os.path.abspath(tmp), "student"), runners)
         if write is not None:
-            write(tmp)
-        write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n", run_dir)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n", run_dir)
+            write(part)
+        if processes.many:
+            multihost.barrier(f"checkpoint-{iteration}-written")
+            meta = {**meta, "processes": processes.count}
+        if processes.main:
+            write_atomic(os.path.join(tmp, "meta.json"), json.dumps({**meta, "iteration": iteration}, indent=2) + "\n", run_dir)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            write_atomic(os.path.join(root, "LATEST"), _name(iteration) + "\n", run_dir)
     except Exception as err:  # a kill (KeyboardInterrupt, SIGKILL) leaves the temporary directory to clean_partial
         full = is_disk_full(err) or _no_space_left(root)
-        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a partial checkpoint took
+        if processes.main:
+            shutil.rmtree(tmp, ignore_errors=True)  # frees the space a partial checkpoint took
         if full:
             raise _disk_full(f"checkpoint {final}", run_dir, err) from err
         raise
-    done = sorted(d for d in os.listdir(root) if d.startswith("it-"))
-    for d in done[:-KEEP]:
-        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    if processes.main:
+        done = sorted(d for d in os.listdir(root) if d.startswith("it-"))
+        for d in done[:-KEEP]:
+            shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    if processes.many:
+        multihost.barrier(f"checkpoint-{iteration}-published")
     return final
 
 
@@ -349,14 +383,44 @@ def _save_student(path: str, runners) -> None:
         logger.setLevel(level)
 
 
-def load_checkpoint(path: str, runners_like):
+def save_leaves(path: str, tree) -> None:
+    """The leaves of a host pytree into one ``.npz`` (``leaf_<j>`` in ``jax.tree.leaves`` order)."""
+    import jax
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, **{f"leaf_{j}": np.asarray(x) for j, x in enumerate(jax.tree.leaves(tree))})
+
+
+def load_leaves(path: str, like):
+    """The pytree saved by ``save_leaves``, each leaf placed as its ``like`` counterpart."""
+    import jax
+    import numpy as np
+
+    leaves, treedef = jax.tree.flatten(like)
+    with np.load(path) as z:
+        if len(z.files) != len(leaves) or any(z[f"leaf_{j}"].shape != x.shape for j, x in enumerate(leaves)):
+            raise ValueError(f"{path!r} does not hold this run's student state (another version or config)")
+        return jax.tree.unflatten(treedef, [jax.device_put(z[f"leaf_{j}"].astype(x.dtype), x.sharding) for j, x in enumerate(leaves)])
+
+
+def load_checkpoint(path: str, runners_like, processes=None):
     """Restore ``(meta, runners)`` from ``path``, each array placed as its ``runners_like``
-    counterpart (sharded over devices or not); the host side: ``bidijax.teaching.load``."""
+    counterpart (sharded over devices or not); the host side: ``bidijax.teaching.load`` (of
+    ``part_dir(path, processes)``). ``processes``: this process's part of a several-process checkpoint."""
     import jax
     import orbax.checkpoint as ocp
 
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
+    written, count = int(meta.get("processes", 1)), processes.count if processes is not None else 1
+    if written != count:
+        raise ValueError(f"checkpoint {path!r} was written by {written} process(es); resume it with --num-processes {written}, not {count}")
+    if count > 1:
+        part = part_dir(path, processes)
+        if not os.path.isfile(os.path.join(part, "student.npz")):
+            raise ValueError(f"checkpoint {path!r} has no part for process {processes.index} ({part!r} is missing)")
+        return meta, load_leaves(os.path.join(part, "student.npz"), runners_like)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, runners_like)
     try:
         with ocp.StandardCheckpointer() as ckptr:

@@ -148,17 +148,21 @@ def backend_of(tc: cfg.TeacherConfig) -> str:
         return "torch"
 
 
-def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS):
+def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS, lanes: list[int] | None = None):
     """The run's teachers, one per lane: ``PerSeed`` (scripted; torch LMs) or ``GPT2Teachers``
-    (JAX). Each lane gets its cell's numeric settings (``config.lane_teachers``)."""
-    tc, lanes = config.teacher, config.lane_teachers()
+    (JAX). Each lane gets its cell's numeric settings (``config.lane_teachers``). ``lanes``: only
+    those lanes (indices into the run's seeds: one process's block), all by default."""
+    tc = config.teacher
+    picked = range(len(config.seeds)) if lanes is None else lanes
+    every = config.lane_teachers()
+    lanes, seeds = [every[j] for j in picked], [config.seeds[j] for j in picked]
     if not config.uses_teacher:
         return PerSeed([])
     if tc.scripted:
         from .teacher import ScriptedTeacher
 
         eps = [t.eps if tc.name == "noisy_oracle" else 0.0 for t in lanes]
-        return PerSeed([ScriptedTeacher(tc.name, eps=e, seed=s, num_actions=num_actions) for s, e in zip(config.seeds, eps)])
+        return PerSeed([ScriptedTeacher(tc.name, eps=e, seed=s, num_actions=num_actions) for s, e in zip(seeds, eps)])
     import torch
 
     if tc.torch_threads > 0:
@@ -169,14 +173,14 @@ def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS):
         from .teacher.batched import GPT2Teachers
 
         return GPT2Teachers(
-            tc.name, seeds=config.seeds, chunk=tc.score_batch_size, temperature=[t.temperature for t in lanes],
+            tc.name, seeds=seeds, chunk=tc.score_batch_size, temperature=[t.temperature for t in lanes],
             finetune=[t.finetune for t in lanes], **common,
         )  # fmt: skip
     from .teacher.hf import HFTeacher
 
     return PerSeed([
         HFTeacher(tc.name, batch_size=tc.score_batch_size, seed=s, temperature=t.temperature, finetune=t.finetune, **common)
-        for s, t in zip(config.seeds, lanes)
+        for s, t in zip(seeds, lanes)
     ])  # fmt: skip
 
 

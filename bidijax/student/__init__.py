@@ -1,9 +1,32 @@
-"""The PPO student: config, networks and the jitted ``make_train``."""
+"""The PPO student: config, networks and the jitted ``make_train``.
 
-from .config import HINT_MODES, TRACED, PPOConfig
-from .evaluate import EVAL_COLUMNS, eval_key, make_evaluate
-from .networks import ActorCritic
-from .ppo import Hyper, Rollout, RunnerState, Train, gae, hyper_of, make_train
-from .seeds import lane_devices, seed_mesh, shard_seeds, vmap_seeds
+Names load on first use (``bidijax.student.config`` stays free of JAX and navix), so that reading
+a config never starts JAX's backend: ``jax.distributed.initialize`` (``bidijax.multihost``) must
+come first in a run of several processes.
+"""
 
-__all__ = ["EVAL_COLUMNS", "HINT_MODES", "TRACED", "Hyper", "hyper_of", "lane_devices", "ActorCritic", "eval_key", "make_evaluate", "PPOConfig", "Rollout", "RunnerState", "Train", "gae", "make_train", "seed_mesh", "shard_seeds", "vmap_seeds"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "HINT_MODES": "config", "TRACED": "config", "PPOConfig": "config",
+    "EVAL_COLUMNS": "evaluate", "eval_key": "evaluate", "make_evaluate": "evaluate",
+    "ActorCritic": "networks",
+    "Hyper": "ppo", "Rollout": "ppo", "RunnerState": "ppo", "Train": "ppo", "gae": "ppo", "hyper_of": "ppo", "make_train": "ppo",
+    "lane_devices": "seeds", "seed_mesh": "seeds", "shard_seeds": "seeds", "vmap_seeds": "seeds",
+}  # fmt: skip
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,157 @@
+"""A run split over two ``jax.distributed`` processes (CPU, localhost coordinator) gives every
+seed the rows of the one-process run; its checkpoint resumes exactly; only process 0 writes the
+run directory; bad process flags get one line.
+
+Two worker processes (started once, concurrently with the one-process reference run in this
+process) run: the ppo and one_way arms through ``bidijax train --coordinator ...`` (4 seeds, 2
+per process), then a one_way run killed after iteration 1 and resumed from its directory.
+"""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bidijax import multihost, rundir
+from bidijax.cli import main
+from bidijax.loop import train
+from helpers import one_line_error
+from test_loop import cli_flags, comparable, tiny
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from bidijax.cli import main  # nothing else first: jax.distributed joins before JAX's backend starts
+
+    pid, port, tmp, arms = int(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    flags = [f"--coordinator=localhost:{port}", "--num-processes=2", f"--process-id={pid}", "--quiet"]
+    out = {}
+    for arm, arm_flags in arms.items():
+        out[arm] = main(["train", f"--run-dir={tmp}/{arm}", *arm_flags, *flags])
+
+    sys.path.insert(0, HERE)
+    from test_loop import tiny, comparable
+    from bidijax.loop import train
+
+    c = tiny("one_way", "oracle").replace(num_seeds=4)  # the CLI joined jax.distributed: train() knows its place
+    def kill(rows, state):
+        raise KeyboardInterrupt
+    try:
+        train(c, f"{tmp}/resumed", on_iteration=kill)
+    except KeyboardInterrupt:
+        pass
+    state, rows = train(c, f"{tmp}/resumed", resume=True)
+    out["resumed"] = comparable(rows)
+    out["local_lanes"] = len(state.tables)
+    print("RESULT" + json.dumps(out))
+    """
+).replace("HERE", repr(HERE))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("multihost"))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    port = str(_free_port())
+    arms = json.dumps({arm: cli_flags(tiny(arm, "oracle").replace(num_seeds=4)) for arm in ("ppo", "one_way")})
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(p), port, tmp, arms], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)  # fmt: skip
+        for p in (0, 1)
+    ]
+    try:
+        reference = {}  # the same runs in one process, meanwhile
+        for arm in ("ppo", "one_way"):
+            _, rows = train(tiny(arm, "oracle").replace(num_seeds=4), os.path.join(tmp, f"one-{arm}"))
+            reference[arm] = comparable(rows)
+        outs = [w.communicate(timeout=1500) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    for w, (stdout, stderr) in zip(workers, outs):
+        assert w.returncode == 0, stderr[-3000:]
+    got = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]
+    return dict(tmp=tmp, reference=reference, workers=got, stdout=[o for o, _ in outs])
+
+
+def same(a, b, rtol=1e-5, atol=1e-7):
+    """Rows equal up to float rounding (``atol`` for losses that are means of +/- terms near 0)."""
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            x, y = float(ra[k]), float(rb[k])
+            assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rtol, abs_tol=atol), (k, ra, rb)
+
+
+@pytest.mark.parametrize("arm", ["ppo", "one_way"])
+def test_two_processes_give_each_seed_its_one_process_rows(result, arm):
+    d = os.path.join(result["tmp"], arm)
+    rows = comparable(rundir.read_metrics(d))  # written by process 0 alone, every seed's rows
+    assert [int(r["seed"]) for r in rows] == [0, 1, 2, 3] * 2
+    same(rows, result["reference"][arm])
+    assert all(w[arm] == 0 for w in result["workers"])
+    # process 0 published one checkpoint with one part per process
+    ckpt = rundir.latest_checkpoint(d)
+    assert ckpt.endswith("it-000002") and sorted(p for p in os.listdir(ckpt) if p.startswith("process-")) == ["process-0", "process-1"]
+    with open(os.path.join(ckpt, "meta.json")) as f:
+        assert json.load(f)["processes"] == 2
+    assert set(os.listdir(d)) == {"config.json", "metrics.csv", "checkpoints", rundir.LOCK}
+
+
+def test_only_process_0_prints(result):
+    assert "run directory:" in result["stdout"][0]
+    before = result["stdout"][1].split("RESULT")[0].splitlines()
+    assert [line for line in before if line.strip() and not line.startswith("[Gloo]")] == []  # gloo's own connection line
+
+
+def test_two_process_run_resumes_exactly(result):
+    for w in result["workers"]:
+        assert w["local_lanes"] == 2  # each process holds its two lanes' tables
+        # the resumed run's rows (every process gets them all) equal the uninterrupted run's
+        same(w["resumed"], result["reference"]["one_way"])
+    resumed = comparable(rundir.read_metrics(os.path.join(result["tmp"], "resumed")))
+    uninterrupted = comparable(rundir.read_metrics(os.path.join(result["tmp"], "one_way")))
+    assert resumed == uninterrupted
+
+
+def test_one_process_refuses_a_two_process_checkpoint(result):
+    with pytest.raises(ValueError, match="written by 2 process") as err:
+        train(tiny("one_way", "oracle").replace(num_seeds=4), os.path.join(result["tmp"], "resumed"), resume=True)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-processes=3", "--process-id=0"], "num_processes=3 does not divide the 4 lanes"),
+    (["--num-processes=2", "--process-id=2"], "process_id=2 must lie in [0, 2)"),
+    (["--num-processes=2"], "give --num-processes and --process-id together"),
+])  # fmt: skip
+def test_bad_process_flags_are_one_line(tmp_path, capsys, flags, message):
+    argv = ["train", f"--run-dir={tmp_path / 'run'}", "--coordinator=localhost:1", *cli_flags(tiny().replace(num_seeds=4)), *flags]
+    one_line_error(capsys, argv, message)  # refused before joining jax.distributed
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_lane_blocks():
+    assert [multihost.lane_block(6, multihost.Processes(p, 3)) for p in range(3)] == [[0, 1], [2, 3], [4, 5]]
+    assert multihost.lane_block(4, multihost.SINGLE) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="does not divide the 5 lanes"):
+        multihost.lane_block(5, multihost.Processes(0, 2))
+    with pytest.raises(ValueError, match=r"process_id=-1 must lie in \[0, 2\)"):
+        multihost.check(4, 2, -1)
