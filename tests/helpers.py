@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,3 +42,13 @@ def one_line_error(capsys, argv, *needles) -> str:
     for n in needles:
         assert n in err, err
     return err
+
+
+def same(a, b, rtol=1e-5, atol=1e-7):
+    """Rows equal up to float rounding (``atol`` for losses that are means of +/- terms near 0)."""
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            x, y = float(ra[k]), float(rb[k])
+            assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rtol, abs_tol=atol), (k, ra, rb)

@@ -8,7 +8,6 @@ per process), then a one_way run killed after iteration 1 and resumed from its d
 """
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -18,9 +17,8 @@ import textwrap
 import pytest
 
 from bidijax import multihost, rundir
-from bidijax.cli import main
 from bidijax.loop import train
-from helpers import one_line_error
+from helpers import one_line_error, same
 from test_loop import cli_flags, comparable, tiny
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,16 +86,6 @@ def result(tmp_path_factory):
         assert w.returncode == 0, stderr[-3000:]
     got = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]
     return dict(tmp=tmp, reference=reference, workers=got, stdout=[o for o, _ in outs])
-
-
-def same(a, b, rtol=1e-5, atol=1e-7):
-    """Rows equal up to float rounding (``atol`` for losses that are means of +/- terms near 0)."""
-    assert len(a) == len(b) > 0
-    for ra, rb in zip(a, b):
-        assert ra.keys() == rb.keys()
-        for k in ra:
-            x, y = float(ra[k]), float(rb[k])
-            assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rtol, abs_tol=atol), (k, ra, rb)
 
 
 @pytest.mark.parametrize("arm", ["ppo", "one_way"])

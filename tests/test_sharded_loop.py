@@ -7,7 +7,6 @@ its rows as JSON; the tests below compare them.
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from bidijax import config as cfg
 from bidijax.student import lane_devices
+from helpers import same
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -89,16 +89,6 @@ def result():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.split("RESULT", 1)[1])
-
-
-def same(a, b, rtol=1e-5, atol=1e-7):
-    """Rows equal up to float rounding (``atol`` for losses that are means of +/- terms near 0)."""
-    assert len(a) == len(b) > 0
-    for ra, rb in zip(a, b):
-        assert ra.keys() == rb.keys()
-        for k in ra:
-            x, y = float(ra[k]), float(rb[k])
-            assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rtol, abs_tol=atol), (k, ra, rb)
 
 
 @pytest.mark.parametrize("arm", ["ppo", "one_way"])
