@@ -166,6 +166,9 @@ def _train(args: argparse.Namespace) -> int:
             if _distributed(args) and not args.run_dir:
                 raise ValueError("several processes need one --run-dir, the same for every process")
             run_dir = args.run_dir or _default_run_dir(config)
+        from . import gpu_memory
+
+        gpu_memory.configure(config)  # JAX's share of a GPU it shares with a torch teacher
         processes = _join(args, len(config.seeds))  # before anything starts JAX's backend
     except ValueError as err:
         return _fail("train", err)

@@ -108,6 +108,9 @@ class TrainConfig:
     #: local devices the lanes (seeds x cells) are split over: 0 = the most that divide the lanes
     #: (3 lanes on 4 devices: 3); 1 = one device, no sharding; n = n devices (must divide the lanes)
     devices: int = 0
+    #: share of a GPU's memory JAX preallocates when a torch teacher runs on the same GPU (the rest
+    #: is torch's; ``bidijax.gpu_memory``); ignored on CPUs and when the environment sets XLA's own
+    jax_gpu_memory_fraction: float = 0.5
     #: cells of a sweep run side by side in this one program: ``{"ppo.lr": [v_0, v_1, ...], ...}``
     #: (traced fields only, ``TRACED_FIELDS``; one value per cell). Every cell runs the run's
     #: ``num_seeds`` seeds: lane ``c * num_seeds + i`` is cell ``c``, seed ``seed + i``. Empty: one cell.
@@ -193,6 +196,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
     for name in ("iterations", "num_seeds", "table_capacity", "checkpoint_every", "eval_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}={getattr(config, name)} must be >= 1")
+    if not 0 < config.jax_gpu_memory_fraction < 1:
+        raise ValueError(f"jax_gpu_memory_fraction={config.jax_gpu_memory_fraction} must lie strictly between 0 and 1")
     if config.devices < 0:
         raise ValueError(f"devices={config.devices} must be >= 0 (0: every local device that divides the lanes)")
     if not 0 <= config.seed < 2**31 - config.num_seeds:

@@ -47,7 +47,7 @@ import numpy as np
 
 from . import config as cfg
 from . import hints as hn
-from . import loggers, multihost, rundir, teaching
+from . import gpu_memory, loggers, multihost, rundir, teaching
 from .envs import make
 from .student import (EVAL_COLUMNS, TRACED, PPOConfig, eval_key, hyper_of, lane_devices, make_evaluate, make_train,
                       seed_mesh, shard_seeds, vmap_seeds)
@@ -278,6 +278,7 @@ def train(
     process's; only process 0 creates and locks the directory and writes config and metrics.
     """
     config = cfg.resolve(config)
+    gpu_memory.configure(config)  # before JAX's backend starts, if it has not (the CLI did it first)
     processes = processes or multihost.current()
     lanes = multihost.lane_block(len(config.seeds), processes)
     error, held, created, started = None, None, False, None

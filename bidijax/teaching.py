@@ -38,6 +38,7 @@ from . import config as cfg
 from . import hints as hn
 from .envs import constants as C
 from .teacher.finetune import feedback_oracle_corr, most_visited, targets
+from .teacher.models import backend_of
 
 
 class TeacherFault(ValueError):
@@ -128,24 +129,6 @@ class PerSeed:
 
     def load(self, i: int, directory: str) -> None:
         self.members[i].load(directory)
-
-
-def backend_of(tc: cfg.TeacherConfig) -> str:
-    """``torch`` or ``jax`` for a learning LM teacher (``auto``: JAX for GPT-2 models without LoRA)."""
-    if tc.backend != "auto":
-        return tc.backend
-    if tc.finetune.lora_rank:
-        return "torch"
-    from .teacher.hf import resolve_model
-
-    path = resolve_model(tc.name)
-    try:
-        with open(os.path.join(path, "config.json")) as f:
-            import json
-
-            return "jax" if json.load(f).get("model_type") == "gpt2" else "torch"
-    except OSError:  # a hub id: transformers resolves it later; torch handles every model
-        return "torch"
 
 
 def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS, lanes: list[int] | None = None):

@@ -33,7 +33,7 @@ import pretrain_teacher as pt  # experiments/, beside this script
 from bidijax import report, rundir
 from bidijax.envs import constants as C
 from bidijax.teacher import HFTeacher
-from bidijax.teacher.hf import resolve_model
+from bidijax.teacher.models import resolve_model
 
 MOVES = (C.LEFT, C.RIGHT, C.FORWARD)  # every optimal action of a GoTo level is one of these
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")

@@ -30,7 +30,6 @@ import dataclasses
 import inspect
 import json
 import os
-import re
 import time
 import warnings
 
@@ -41,54 +40,12 @@ from bidijax.envs import constants as C
 from bidijax.hints import key64
 
 from .finetune import FinetuneConfig, plan
+from .models import resolve_model
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "vocab.txt",
-    "spiece.model",
-    "tokenizer.model",
-    "sentencepiece.bpe.model",
-)
-# Hugging Face repo ids: "name" or "owner/name" of word characters, "-" and ".", no "--" or ".."
-_HUB_ID = re.compile(r"^(?:\w(?:[\w.-]*\w)?/)?\w(?:[\w.-]*\w)?$")
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
-
-
-def _is_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and "--" not in name and ".." not in name and len(name) <= 96
-
-
-def resolve_model(model: str) -> str:
-    """Local directory (or hub id) to load ``model`` from; one-line ``ValueError`` when it can't be."""
-    if model == "default":
-        from . import default_model_path
-
-        path = default_model_path()
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ValueError(f"the default teacher model is missing from {path}; reinstall bidijax")
-        return path
-    model = os.path.expanduser(str(model))
-    if os.path.isdir(model):
-        if not os.path.isfile(os.path.join(model, "config.json")):
-            raise ValueError(f"model directory {model!r} has no config.json (not a Hugging Face model directory)")
-        if not any(os.path.exists(os.path.join(model, f)) for f in TOKENIZER_FILES):
-            raise ValueError(
-                f"model directory {model!r} has no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})"
-            )
-        return model
-    if os.path.exists(model) or not _is_hub_id(model):
-        raise ValueError(
-            f"model {model!r} is neither an existing model directory nor a Hugging Face hub id "
-            "(like 'google/flan-t5-small'), nor 'default'"
-        )
-    return model
 
 
 def _load(what: str, model: str, fn):
