@@ -164,6 +164,17 @@ def time_rounds(jobs: list[Job], repeats: int, log, warm: bool = True) -> None:
             j.times.append(j.run())
 
 
+def best_time(fn, repeats: int, warm) -> float:
+    """The best of ``repeats`` timed calls of ``fn`` (seconds), after one call of ``warm``."""
+    warm()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def median(xs) -> float:
     return statistics.median(xs) if xs else float("nan")
 

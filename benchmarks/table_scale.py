@@ -18,25 +18,24 @@ Ratios are against the smallest size. ``python benchmarks/table_scale.py [--size
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
 
 import jax
 import numpy as np
 
 from bidijax import hints as hn
 
-A = 7
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import best_time  # noqa: E402
 
 
 def best(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Best of ``repeats`` timed calls after one warm-up call of ``fn`` itself."""
+    return best_time(fn, repeats, fn)
+
+
+A = 7
 
 
 def random_keys(rng, n: int) -> np.ndarray:

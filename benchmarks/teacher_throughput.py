@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import flan_t5_small_shaped, print_header, print_table  # noqa: E402
+from common import best_time, flan_t5_small_shaped, print_header, print_table  # noqa: E402
 
 from bidijax import envs  # noqa: E402
 from bidijax.envs import constants as C  # noqa: E402
@@ -81,16 +81,6 @@ def random_feedback(n: int, seed: int = 0) -> Feedback:
     adv = count * rng.normal(size=count.shape).astype(np.float32)
     zero = np.zeros_like(count)
     return Feedback(td_sum=zero, adv_sum=adv, count=count, visits=count.sum(1))
-
-
-def best_time(fn, repeats: int, warm) -> float:
-    warm()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure(path: str, b: int, data, texts: list[str], args) -> tuple[float, float]:
