@@ -52,7 +52,7 @@ def test_beta_and_lr_horizons_follow_the_run():
 
 def test_unlikelihood_pushes_down_a_confident_wrong_hint():
     torch = pytest.importorskip("torch")
-    from bidijax.teacher.hf import feedback_loss
+    from bidijax.teacher.finetune import feedback_loss
 
     logits = torch.tensor([[20.0, 0, 0, 0, 0, 0, 0]], dtype=torch.float32, requires_grad=True)
     logp = torch.log_softmax(logits, -1)
@@ -65,6 +65,63 @@ def test_unlikelihood_pushes_down_a_confident_wrong_hint():
     grad = logits.grad[0].numpy()
     assert grad[0] > 0.5  # gradient descent lowers the wrong action's logit (a clamp gave exactly 0)
     assert np.all(grad[1:] < 0)
+
+
+@pytest.mark.parametrize("objective", ["unlikelihood", "reweight"])
+def test_jax_feedback_loss_is_the_torch_one(objective):
+    torch = pytest.importorskip("torch")
+    from bidijax.teacher.finetune import feedback_loss, feedback_loss_jax
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(scale=3.0, size=(5, A)).astype(np.float32)
+    ref = np.log(rng.dirichlet(np.ones(A), 5)).astype(np.float32)
+    weight = (rng.normal(size=(5, A)) * (rng.random((5, A)) < 0.6)).astype(np.float32)
+    share = rng.dirichlet(np.ones(5))[:, None].astype(np.float32)
+
+    z = torch.tensor(logits, requires_grad=True)
+    pg, kl = feedback_loss(torch.log_softmax(z, -1), torch.tensor(ref), torch.tensor(weight), torch.tensor(share), objective)
+    pg.backward()
+
+    def loss(x):
+        return feedback_loss_jax(jax.nn.log_softmax(x, -1), ref, weight, share, objective)[0]
+
+    np.testing.assert_allclose(float(loss(jnp.asarray(logits))), float(pg.detach()), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.grad(loss)(jnp.asarray(logits))), z.grad.numpy(), rtol=1e-4, atol=1e-6)
+    jkl = feedback_loss_jax(jax.nn.log_softmax(jnp.asarray(logits), -1), ref, weight, share, objective)[1]
+    np.testing.assert_allclose(float(jkl), float(kl.detach()), rtol=1e-5, atol=1e-6)
+
+
+def test_reweight_moves_the_teacher_towards_its_reweighted_self():
+    """``reweight``: the gradient in logit space is ``share * (pi - q)``, ``q ∝ pi exp(target)``:
+    a bad action's mass goes to the actions that paid off, not to the ones without feedback."""
+    torch = pytest.importorskip("torch")
+    from bidijax.teacher.finetune import feedback_loss
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0, 0, 0, 0]], requires_grad=True)
+    weight = torch.tensor([[-1.5, 1.5, 0, 0, 0, 0, 0]])
+    logp = torch.log_softmax(logits, -1)
+    pg, _ = feedback_loss(logp, logp.detach(), weight, torch.full((1, 1), 0.5), "reweight")
+    pg.backward()
+    pi = torch.softmax(logits.detach(), -1)
+    q = torch.softmax(logits.detach() + weight, -1)
+    np.testing.assert_allclose(logits.grad.numpy(), (0.5 * (pi - q)).numpy(), atol=1e-6)
+    # at the start of a step the teacher is pi_old itself: the value is KL(q || pi)
+    assert float(pg) == pytest.approx(0.5 * float((q * (q.log() - pi.log())).sum()), rel=1e-5)
+    # one small descent step: the bad action loses, the paid-off one gains (relatively) most
+    after = torch.softmax(logits.detach() - 0.5 * logits.grad, -1)[0]
+    gain = after / pi[0]
+    assert gain[0] < 1 < gain[1] and torch.all(gain[2:] < gain[1])
+    # its fixed point is q itself: the loss is minimal (zero) where pi = q
+    lq = torch.log_softmax(logits.detach() + weight, -1)
+    again, _ = feedback_loss(lq.clone().requires_grad_(True), lq, torch.zeros_like(weight), torch.ones(1, 1), "reweight")
+    assert float(again) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_unknown_objective_is_one_line():
+    from bidijax.teacher.finetune import FinetuneConfig
+
+    with pytest.raises(ValueError, match=r"objective='mpo' is not allowed; use one of unlikelihood, reweight"):
+        FinetuneConfig(objective="mpo")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ from bidijax.hints import key64
 from . import gpt2_jax as G
 from . import finetune
 from .finetune import FinetuneConfig
-from .hf import HFTeacher, _table_of, draw
+from .finetune import draw, feedback_loss_jax
+from .hf import HFTeacher, _table_of
 
 LENGTH_BUCKET = 16  # prompt tokens
 ROW_BUCKET = 32  # situations per seed in a call
@@ -52,16 +53,6 @@ ROW_BUCKET = 32  # situations per seed in a call
 
 def _bucket(n: int, size: int) -> int:
     return max(size, -(-n // size) * size)
-
-
-def feedback_loss(logp, ref, weight, share):
-    """JAX twin of ``hf.feedback_loss``: ``(pg, kl)`` of a batch (see ``teacher.finetune``)."""
-    a = logp.shape[-1]
-    others = jnp.where(jnp.eye(a, dtype=bool), -jnp.inf, logp[..., None, :])
-    log_not = jax.scipy.special.logsumexp(others, -1)
-    pg = -jnp.sum(share * (jnp.maximum(weight, 0) * logp + jnp.maximum(-weight, 0) * log_not))
-    kl = jnp.sum(share * jnp.exp(logp) * (logp - ref))
-    return pg, kl
 
 
 def _per_lane(name: str, value, s: int) -> list:
@@ -146,7 +137,7 @@ class GPT2Teachers:
 
         def step(params, opt_state, pid, pm, ref, weight, share, active, temp, lr, kl_coef):
             def loss(p):
-                pg, kl = feedback_loss(log_probs(p, pid, pm, temp), ref, weight, share)
+                pg, kl = feedback_loss_jax(log_probs(p, pid, pm, temp), ref, weight, share, self.finetune.objective)
                 return pg + kl_coef * kl, (pg, kl)
 
             (value, (pg, kl)), grads = jax.value_and_grad(loss, has_aux=True)(params)

@@ -1,4 +1,4 @@
-"""From the student's feedback to the teacher's training signal (numpy only: no torch here).
+"""From the student's feedback to the teacher's training signal, and the objective it trains on.
 
 The student's feedback (``bidijax.feedback.Feedback``) holds, per hint-table row (situation) and
 action, sums of the critic's GAE advantages and one-step TD errors, and their counts.
@@ -25,10 +25,24 @@ student's visits), actions that did not are pushed down by the unlikelihood ``lo
 which is bounded: ``- target * log pi`` on a negative target drives ``log pi`` to ``-inf``
 without end (no KL penalty holds it), while ``log(1 - pi)`` stops pushing once ``pi`` is near 0.
 ``log(1 - pi(a))`` is computed as the log-sum-exp of the other actions' log-probabilities, so a
-confident wrong hint (``pi(a)`` rounding to 1) still gets a gradient.
+confident wrong hint (``pi(a)`` rounding to 1) still gets a gradient. The mass an unlikelihood
+step frees goes to every other action in proportion to its probability, including actions that
+never paid off. That is ``objective="unlikelihood"`` (the default). With ``objective="reweight"``
+the first term is instead
+
+    mean_s KL( q(.|s) || pi(.|s) ),   q(a|s) = pi_old(a|s) exp(target[s, a]) / Z(s)
+
+with ``pi_old`` the teacher before the step (no gradient through it): each step moves the teacher
+towards its own distribution re-weighted by the exponentiated targets (the KL-regularised policy
+improvement step of MPO/AWR), so the mass a bad action loses goes mostly to the actions that paid
+off, and actions without feedback (target 0) keep their share relative to each other. The targets
+are standardised, so the re-weighting's temperature is 1 in their units.
 ``feedback_oracle_corr`` measures how informative a batch of targets is (rank correlation with
 the BFS oracle's optimal actions).
 ``most_visited`` picks the situations to re-score after an update.
+``feedback_loss`` (torch, for ``HFTeacher``) and ``feedback_loss_jax`` (for the stacked JAX
+teachers) compute the objective; ``draw`` draws the situations of a step for both backends.
+torch and JAX are imported inside those functions only: ``bidijax.config`` imports this module.
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ import numpy as np
 
 SIGNALS = ("advantage", "td")
 BASELINES = ("none", "situation")
+OBJECTIVES = ("unlikelihood", "reweight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +70,9 @@ class FinetuneConfig:
     trains LoRA adapters of that rank instead (torch backend; needs ``peft``).
     ``micro_batch_size``: distinct situations per forward/backward pass of the torch backend
     (gradients accumulated: the same loss, memory bounded by the micro-batch).
-    ``rescore_budget``: most visited situations re-scored after an update. ``start_iteration``
+    ``rescore_budget``: most visited situations re-scored after an update. ``objective``: how the
+    targets move the teacher, ``"unlikelihood"`` or ``"reweight"`` (module docstring).
+    ``start_iteration``
     and ``min_explained_variance``: the teacher learns from an update's feedback only after that
     many student updates, and when the critic's explained variance in it is at least that.
     """
@@ -73,12 +90,14 @@ class FinetuneConfig:
     lora_rank: int = 0
     micro_batch_size: int = 32
     rescore_budget: int = 256
+    objective: str = "unlikelihood"
     start_iteration: int = 0
     min_explained_variance: float = -1e9
 
     def __post_init__(self):
         _choice("signal", self.signal, SIGNALS)
         _choice("baseline", self.baseline, BASELINES)
+        _choice("objective", self.objective, OBJECTIVES)
         for name in ("steps", "batch_size", "micro_batch_size"):
             _number(name, getattr(self, name), 1, integer=True)
         for name in ("lora_rank", "rescore_budget", "start_iteration"):
@@ -221,3 +240,54 @@ def most_visited(keys, visits, budget: int) -> np.ndarray:
         return keys[:0]
     order = np.lexsort((keys[:, 1], keys[:, 0], -visits))[:budget]  # last key sorts first
     return keys[order[visits[order] > 0]]
+
+
+def draw(probs: np.ndarray, n: int, generator):
+    """``n`` situation indices (a ``torch`` tensor) drawn with replacement with ``probs`` from the
+    ``torch.Generator`` ``generator`` (how every teacher draws its fine-tuning batches, so both
+    backends draw alike)."""
+    import torch
+
+    return torch.multinomial(torch.from_numpy(probs), n, replacement=True, generator=generator)
+
+
+def feedback_loss(logp, ref, weight, share, objective: str = "unlikelihood"):
+    """``(pg, kl)`` of a batch of torch tensors (the objective in the module docstring).
+
+    ``logp``, ``ref``: ``[N, A]`` log-probabilities of the teacher and the frozen reference;
+    ``weight``: ``[N, A]`` targets; ``share``: ``[N, 1]`` each situation's weight in the batch.
+    ``"unlikelihood"``: positive targets push ``log pi(a)`` up; negative ones push
+    ``log(1 - pi(a))`` up, computed as the log-sum-exp of the other actions' log-probabilities:
+    exact and with a gradient even when ``pi(a)`` rounds to 1 (a confident wrong hint can always
+    be pushed down). ``"reweight"``: ``KL(q || pi)`` with ``q = softmax(log pi (no gradient) +
+    weight)``.
+    """
+    import torch
+
+    if objective == "reweight":
+        log_q = torch.log_softmax(logp.detach() + weight, -1)
+        pg = (share * log_q.exp() * (log_q - logp)).sum()
+    else:
+        a = logp.shape[-1]
+        eye = torch.eye(a, dtype=torch.bool, device=logp.device)
+        log_not = torch.logsumexp(logp.unsqueeze(-2).expand(*logp.shape[:-1], a, a).masked_fill(eye, float("-inf")), -1)
+        pg = -(share * (weight.clamp(min=0) * logp + (-weight).clamp(min=0) * log_not)).sum()
+    kl = (share * logp.exp() * (logp - ref)).sum()
+    return pg, kl
+
+
+def feedback_loss_jax(logp, ref, weight, share, objective: str = "unlikelihood"):
+    """JAX twin of ``feedback_loss`` (jittable; ``objective`` static)."""
+    import jax
+    import jax.numpy as jnp
+
+    if objective == "reweight":
+        log_q = jax.nn.log_softmax(jax.lax.stop_gradient(logp) + weight, -1)
+        pg = jnp.sum(share * jnp.exp(log_q) * (log_q - logp))
+    else:
+        a = logp.shape[-1]
+        others = jnp.where(jnp.eye(a, dtype=bool), -jnp.inf, logp[..., None, :])
+        log_not = jax.scipy.special.logsumexp(others, -1)
+        pg = -jnp.sum(share * (jnp.maximum(weight, 0) * logp + jnp.maximum(-weight, 0) * log_not))
+    kl = jnp.sum(share * jnp.exp(logp) * (logp - ref))
+    return pg, kl

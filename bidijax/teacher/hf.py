@@ -39,7 +39,7 @@ import torch
 from bidijax.envs import constants as C
 from bidijax.hints import key64
 
-from .finetune import FinetuneConfig, plan
+from .finetune import FinetuneConfig, draw, feedback_loss, plan
 from .models import resolve_model
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
@@ -223,7 +223,9 @@ class HFTeacher:
         full_mask = torch.cat([mask.repeat_interleave(a, 0), act_mask[:, :-1]], dim=1)
         start = mask.sum(-1).repeat_interleave(a)  # position of each action's first token
         pos = start[:, None] + torch.arange(width - 1, device=self.device)[None, :]
-        cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        # the class's own signature (not a wrapper's, e.g. peft's or a test's): "cache" since transformers 5.x
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        cache_arg = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
         out2 = self.model(input_ids=act_in, attention_mask=full_mask, position_ids=pos, use_cache=True, **{cache_arg: cache})
         rest = self._token_logprobs(out2.logits, self._action_ids[:, 1:].repeat(n, 1), act_mask[:, 1:])
         return first + rest.view(n, a)
@@ -426,7 +428,7 @@ class HFTeacher:
                 w = torch.from_numpy(weight[part]).to(logp.device)
                 # per situation: its draws / batch size, so the accumulated gradient is the batch mean's
                 share = torch.from_numpy(m / len(idx)).to(logp)[:, None]
-                pg, kl = feedback_loss(logp, ref, w, share)
+                pg, kl = feedback_loss(logp, ref, w, share, fc.objective)
                 loss = pg + fc.kl_coef * kl
                 loss.backward()
                 totals += [loss.item(), pg.item(), kl.item()]
@@ -552,29 +554,6 @@ class HFTeacher:
         self.finetune = FinetuneConfig(**meta["finetune"])
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group.update(lr=self.finetune.lr, weight_decay=self.finetune.weight_decay)
-
-
-def draw(probs: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` situation indices drawn with replacement with ``probs`` from ``generator`` (how every
-    teacher draws its fine-tuning batches, so backends draw alike)."""
-    return torch.multinomial(torch.from_numpy(probs), n, replacement=True, generator=generator)
-
-
-def feedback_loss(logp: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor, share: torch.Tensor):
-    """``(pg, kl)`` of a batch (see ``bidijax.teacher.finetune``).
-
-    ``logp``, ``ref``: ``[N, A]`` log-probabilities of the teacher and the frozen reference;
-    ``weight``: ``[N, A]`` targets; ``share``: ``[N, 1]`` each situation's weight in the batch.
-    Positive targets push ``log pi(a)`` up; negative ones push ``log(1 - pi(a))`` up, computed
-    as the log-sum-exp of the other actions' log-probabilities: exact and with a gradient even
-    when ``pi(a)`` rounds to 1 (a confident wrong hint can always be pushed down).
-    """
-    a = logp.shape[-1]
-    eye = torch.eye(a, dtype=torch.bool, device=logp.device)
-    log_not = torch.logsumexp(logp.unsqueeze(-2).expand(*logp.shape[:-1], a, a).masked_fill(eye, float("-inf")), -1)
-    pg = -(share * (weight.clamp(min=0) * logp + (-weight).clamp(min=0) * log_not)).sum()
-    kl = (share * logp.exp() * (logp - ref)).sum()
-    return pg, kl
 
 
 def _table_of(rows: dict[int, np.ndarray], num_actions: int) -> tuple[np.ndarray, np.ndarray]:
