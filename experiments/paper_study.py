@@ -1,14 +1,17 @@
 """The reference study (arXiv 2401.06603) with bidijax: arms x seeds at the Lamorel preset.
 
 One command runs every arm (``ppo``, ``one_way``, ``bidirectional``, ``teacher_only``) with
-``--seeds`` seeds vmapped in one program per arm, on BabyAI-GoToRedBallNoDists-v0 at the
-``lamorel`` preset (2 envs x 128 steps per iteration), for ``--iterations`` iterations, each arm
-in its own run directory under ``--out``. It resumes where it stopped: finished arms are skipped,
-an interrupted arm continues from its last checkpoint (``bidijax train --resume``). Then it
-writes the comparison with ``bidijax.report`` (rliable: IQM and mean with 95% stratified bootstrap
-CIs, probability of improvement of each arm over ``one_way``, frames to 0.9, AUC) as
-``summary.csv`` / ``summary.md``, a tidy ``metrics.csv`` of every arm, learning curves
-(``learning_curves.png``) and the commands (``commands.txt``).
+``--seeds`` seeds on BabyAI-GoToRedBallNoDists-v0 at the ``lamorel`` preset (2 envs x 128 steps
+per iteration), for ``--iterations`` iterations, as one ``bidijax sweep`` over the arms: the spec
+is written to ``OUT/study.yaml`` and the sweep to ``OUT/sweep`` (one program per arm, its seeds
+vmapped; ``arm_dirs`` maps each arm to its run directory). It resumes where it stopped: finished
+arms are skipped, an interrupted arm continues from its last checkpoint, and a changed study
+(other arms, seeds, budget) is refused with the first difference. Then it writes the comparison
+with ``bidijax.report`` (rliable: IQM and mean with 95% stratified bootstrap CIs, probability of
+improvement of each arm over ``one_way``, frames to 0.9, AUC) for ``eval_success`` and
+``eval_return`` (``OUT/<metric>/summary.csv`` / ``summary.md``), a tidy ``metrics.csv`` of every
+arm with an ``arm`` column, learning curves (``learning_curves.png``) and the commands
+(``commands.txt``).
 
 The primary metric is fixed before the runs: ``eval_success`` (the student network alone,
 sampled, ``--eval-episodes`` fresh episodes per seed) at the last iteration, IQM over seeds.
@@ -19,45 +22,63 @@ default teacher): the teacher arms use a teacher pretrained by ``experiments/pre
 held-out table (``teacher=oracle``: how often its argmax is an optimal action) are kept in
 ``OUT/teacher-noise-EPS.log`` and ``OUT/teacher_quality.csv``. ``--extra-runs DIR ...`` adds
 finished run directories (e.g. a ``ppo`` arm, which no teacher affects) to the report, the tidy
-CSV and the curves. Each invocation's arm wall times are appended to ``OUT/wall_time.csv``.
+CSV and the curves. Each arm's wall time is appended to ``OUT/wall_time.csv``.
 
     python experiments/paper_study.py --iterations 40 --seeds 16 --out experiments/results/study-40
     python experiments/paper_study.py --iterations 40 --seeds 16 --teacher-noise 0.6 \
         --arms one_way,bidirectional --extra-runs experiments/results/study-40/ppo \
         --out experiments/results/study-40-noise0.6
+
+Study directories written before the study ran through ``bidijax sweep`` hold one run directory
+per arm (``OUT/<arm>``); ``arm_dirs`` reads both layouts.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import csv
+import json
 import math
 import os
 import shutil
 import sys
 import time
 
+import yaml
+
+from bidijax import cli, report, rundir
 from bidijax import config as cfg
-from bidijax import report, rundir
-from bidijax.loop import train
 from bidijax.plot import plot_runs
 
 ARMS = ("ppo", "one_way", "bidirectional", "teacher_only")
+SWEEP = "sweep"  # the study's sweep directory inside --out
 
 
-def arm_config(arm: str, args, teacher: str | None = None) -> cfg.TrainConfig:
-    """The arm's resolved config; ``teacher``: a model directory replacing the default teacher."""
-    base = cfg.with_preset(cfg.TrainConfig(), args.preset)
-    if teacher is not None:
-        base = base.replace(teacher=dataclasses.replace(base.teacher, name=teacher))
-    return cfg.resolve(
-        base.replace(
-            env_id=args.env, arm=arm, iterations=args.iterations, num_seeds=args.seeds, seed=args.first_seed,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-        )
+def study_spec(args, arms: list[str], teacher: str | None = None) -> dict:
+    """The study as a ``bidijax sweep`` spec: the arms as a grid over one base config;
+    ``teacher``: a model directory replacing the default teacher (ignored by ``ppo``)."""
+    base = dict(
+        env_id=args.env, preset=args.preset, iterations=args.iterations, seed=args.first_seed,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
+    if teacher is not None:
+        base["teacher"] = {"name": teacher}
+    spec = {"base": base, "seeds": args.seeds, "grid": {"arm": list(arms)}, "metric": "eval_success"}
+    if "one_way" in arms:
+        spec["baseline"] = "arm=one_way"
+    return spec
+
+
+def arm_dirs(out: str) -> dict[str, str]:
+    """Each arm's run directory in the study directory ``out``: its program of ``OUT/sweep``, or
+    ``OUT/<arm>`` in studies written before the study ran as a sweep."""
+    resolved = os.path.join(out, SWEEP, "sweep.json")
+    if os.path.isfile(resolved):
+        with open(resolved) as f:
+            sweep = json.load(f)
+        return {sweep["cells"][cells[0]]["arm"]: os.path.join(out, SWEEP, "programs", name) for name, cells in sweep["programs"]}
+    return {a: os.path.join(out, a) for a in ARMS if rundir.is_run_dir(os.path.join(out, a))}
 
 
 def noise_label(eps: float) -> str:
@@ -169,25 +190,32 @@ def main(argv=None) -> int:
     teacher = None
     if args.teacher_noise > 0 and any(cfg.TrainConfig(arm=a).uses_teacher for a in arms):
         teacher = noisy_teacher(args.teacher_noise, args.out, args.teacher_seed)
-    dirs, walls = [], {}
+    spec_path, sweep_dir = os.path.join(args.out, "study.yaml"), os.path.join(args.out, SWEEP)
+    pending = os.path.join(args.out, "study.partial.yaml")  # becomes study.yaml once the sweep accepts it
+    with open(pending, "w") as f:
+        yaml.safe_dump(study_spec(args, arms, teacher), f, sort_keys=False)
+    where = ["--resume", sweep_dir] if os.path.isdir(sweep_dir) else ["--out", sweep_dir]
+    before = arm_dirs(args.out) if os.path.isdir(sweep_dir) else {}
+    done = {a: rundir.finished(d, args.iterations, args.seeds) for a, d in before.items()}
+    code = 1
+    try:
+        code = cli.main(["sweep", pending] + where)
+    finally:
+        if code == 0:
+            os.replace(pending, spec_path)
+        else:
+            os.remove(pending)
+        with open(os.path.join(args.out, "commands.txt"), "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} (the study's runs) bidijax sweep {spec_path} {' '.join(where)}"
+                    f"{'' if code == 0 else f'  [exit code {code}: not run]'}\n")  # fmt: skip
+    if code:
+        return code
+    by_arm = arm_dirs(args.out)
+    dirs, walls = [by_arm[a] for a in arms], {}
     for arm in arms:
-        config = arm_config(arm, args, teacher if cfg.TrainConfig(arm=arm).uses_teacher else None)
-        d = os.path.join(args.out, arm)
-        dirs.append(d)
-        if rundir.finished(d, config.iterations, len(config.seeds)):
-            print(f"{arm}: finished, skipped", flush=True)
-            continue
-        resume = rundir.is_run_dir(d) and rundir.latest_checkpoint(d) is not None
-        if rundir.is_run_dir(d) and not resume:  # started, but killed before its first checkpoint
-            import shutil
-
-            shutil.rmtree(d)
-        start = time.perf_counter()
-        print(f"{arm}: {'resuming' if resume else 'running'} {args.seeds} seeds x {args.iterations} iterations", flush=True)
-        train(config, d, resume=resume)
-        walls[arm] = time.perf_counter() - start
-        record_wall(args.out, arm, walls[arm])
-        print(f"{arm}: {walls[arm]:.0f} s", flush=True)
+        if not done.get(arm):
+            walls[arm] = max(float(r["wall_s"]) for r in rundir.read_metrics(by_arm[arm]))
+            record_wall(args.out, arm, walls[arm])
     extra_arms = [rundir.read_config(d).get("arm", os.path.basename(os.path.normpath(d))) for d in args.extra_runs]
     arms, dirs = extra_arms + arms, list(args.extra_runs) + dirs
     with open(os.path.join(args.out, "metrics.csv"), "w", newline="") as f:

@@ -36,6 +36,7 @@ import sys
 
 import numpy as np
 
+import paper_study  # experiments/, beside this script
 from bidijax import report
 
 ARMS = ("one_way", "bidirectional")
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         quality = teacher_agreement(study, args.task)
         start, end = heldout(study)
         # the same cells, order and call as experiments/paper_study.py's report: the same CIs
-        cells = report.load_runs([args.ppo] + [os.path.join(study, a) for a in ARMS])
+        cells = report.load_runs([args.ppo] + [paper_study.arm_dirs(study)[a] for a in ARMS])
         summary = report.summarize(cells, "eval_success", baseline=cells[1].name, threshold=args.threshold)
         scores = {c.name: report.at_budget(c.values("eval_success"), c.iterations, r["iteration"]) for c, r in zip(cells, summary)}
         over_ppo = report.probability_of_improvement(scores, cells[0].name)
