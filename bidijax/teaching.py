@@ -39,6 +39,7 @@ from . import hints as hn
 from .envs import constants as C
 from .teacher.finetune import feedback_oracle_corr, most_visited, targets
 from .teacher.models import backend_of
+from .teacher.protocol import HintRows, ScoreRequest
 
 
 class TeacherFault(ValueError):
@@ -93,9 +94,9 @@ class Pending:
 
 
 class PerSeed:
-    """Per-seed teacher objects (``HFTeacher`` on torch, scripted teachers) behind the batched
-    interface of ``teacher.batched.GPT2Teachers``: every method takes and returns one entry per
-    seed, ``None`` where a seed has nothing to do."""
+    """Per-seed ``teacher.protocol.Teacher`` objects (``HFTeacher`` on torch, scripted teachers)
+    behind the batched ``Teachers`` interface that ``teacher.batched.GPT2Teachers`` implements
+    too: every method takes and returns one entry per seed, ``None`` where a seed has nothing to do."""
 
     def __init__(self, members: list):
         self.members = list(members)
@@ -108,7 +109,8 @@ class PerSeed:
         return [int(getattr(t, "version", 0)) for t in self.members]
 
     def score(self, requests: list) -> list:
-        return [None if r is None else t.score(r[0], r[1], r[2], oracle=r[3]) for t, r in zip(self.members, requests)]
+        requests = [None if r is None else ScoreRequest(*r) for r in requests]
+        return [None if r is None else t.score(r.keys, r.missions, r.percepts, oracle=r.oracle) for t, r in zip(self.members, requests)]
 
     def update(self, items: list) -> list[dict]:
         return [{} if item is None else dict(t.update(*item) or {}) for t, item in zip(self.members, items)]
@@ -118,7 +120,7 @@ class PerSeed:
 
     def forget(self, keys: list) -> None:
         for t, k in zip(self.members, keys):
-            if len(k) and hasattr(t, "forget"):
+            if len(k):
                 t.forget(k)
 
     def save(self, i: int, directory: str) -> None:
@@ -195,7 +197,7 @@ def score_misses(tables: list, books: list, teachers, misses, max_rows: int = 0,
         n = int(misses.count[i])
         total += n
         m = seed_slice(misses, i, n) if n else None
-        requests.append(None if m is None else (m.keys, m.missions, m.percepts, m.oracle))
+        requests.append(None if m is None else ScoreRequest(m.keys, m.missions, m.percepts, m.oracle))
         if m is not None and m.oracle is not None:
             for k, best in zip(hn.key64(m.keys).tolist(), np.asarray(m.oracle, bool)):
                 books[i].setdefault(k, best)
@@ -206,7 +208,8 @@ def score_misses(tables: list, books: list, teachers, misses, max_rows: int = 0,
     for i, (t, r) in enumerate(zip(tables, rows or none)):
         evicted = np.zeros((0, 2), np.uint32)
         if r is not None:
-            keys, probs, out.rejected[i] = checked_rows(r[0], r[1], t.num_actions)
+            r = HintRows(*r)  # a custom teacher may answer with a plain (keys, probs) tuple
+            keys, probs, out.rejected[i] = checked_rows(r.keys, r.probs, t.num_actions)
             t, evicted = hn.make_room(t, keys, max_rows)
             t = hn.merge(t, keys, probs, grow=True, stamp=stamp)
             for k in hn.key64(evicted).tolist():
@@ -293,7 +296,8 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
             for st in stats:
                 st["teacher_errors"] += 1
         for i, rows in enumerate(rescored or []):
-            keys, probs, rejected = checked_rows(rows[0], rows[1], tables[i].num_actions)
+            rows = HintRows(*rows)
+            keys, probs, rejected = checked_rows(rows.keys, rows.probs, tables[i].num_actions)
             stats[i]["teacher_rejected"] += rejected
             if len(keys):
                 tables[i] = hn.merge(tables[i], keys, probs, grow=True, stamp=pending.update)

@@ -46,6 +46,7 @@ from . import finetune
 from .finetune import FinetuneConfig
 from .finetune import draw, feedback_loss_jax
 from .hf import HFTeacher, _table_of
+from .protocol import HintRows, ScoreRequest
 
 LENGTH_BUCKET = 16  # prompt tokens
 ROW_BUCKET = 32  # situations per seed in a call
@@ -215,14 +216,15 @@ class GPT2Teachers:
                     self.caches[i][k] = np.exp(row).astype(np.float32)
 
     def score(self, requests: list) -> list:
-        """Per seed ``(keys, missions, percepts)`` (or ``None``) -> rows ``(keys, probs)`` (or ``None``)."""
+        """Per seed a ``ScoreRequest`` (or ``None``) -> ``HintRows`` (or ``None``)."""
         from bidijax.envs.text import prompt
 
+        requests = [None if r is None else ScoreRequest(*r) for r in requests]
         todo = [[] for _ in self.seeds]
         for i, req in enumerate(requests):
             if req is None:
                 continue
-            keys, missions, percepts = req[:3]
+            keys, missions, percepts = req.keys, req.missions, req.percepts
             k64 = key64(keys).tolist()
             new = list({k: j for j, k in enumerate(k64) if k not in self.caches[i]}.items())
             if new:
@@ -239,14 +241,14 @@ class GPT2Teachers:
             if req is None:
                 out.append(None)
                 continue
-            keys = np.asarray(req[0]).astype(np.uint32).reshape(-1, 2)
+            keys = np.asarray(req.keys).astype(np.uint32).reshape(-1, 2)
             rows = [self.caches[i][k] for k in key64(keys).tolist()]
             probs = np.stack(rows) if rows else np.zeros((0, len(self.action_strings)), np.float32)
-            out.append((keys, probs.astype(np.float32)))
+            out.append(HintRows(keys, probs.astype(np.float32)))
         return out
 
     def rescore(self, keys_per_seed: list) -> list:
-        """Per seed: rows for the situations already known (others left out), current weights."""
+        """Per seed: ``HintRows`` for the situations already known (others left out), current weights."""
         todo, known = [], []
         for i, keys in enumerate(keys_per_seed):
             keys = np.asarray(keys).astype(np.uint32).reshape(-1, 2)
@@ -258,7 +260,7 @@ class GPT2Teachers:
             self._store(todo)
         a = len(self.action_strings)
         return [
-            (keys, np.stack([self.caches[i][k] for k in k64]).astype(np.float32) if k64 else np.zeros((0, a), np.float32))
+            HintRows(keys, np.stack([self.caches[i][k] for k in k64]).astype(np.float32) if k64 else np.zeros((0, a), np.float32))
             for i, (keys, k64) in enumerate(known)
         ]
 

@@ -41,6 +41,7 @@ from bidijax.hints import key64
 
 from .finetune import FinetuneConfig, draw, feedback_loss, plan
 from .models import resolve_model
+from .protocol import HintRows
 
 MODEL_TYPES = ("auto", "causal", "seq2seq")
 def _first_line(err: BaseException) -> str:
@@ -307,8 +308,8 @@ class HFTeacher:
         self.version += 1
         self._cache.clear()
 
-    def score(self, keys, missions, percepts, oracle=None):
-        """Probabilities for situations, as rows for ``hints.merge``: ``(uint32 [N, 2], float32 [N, A])``.
+    def score(self, keys, missions, percepts, oracle=None) -> HintRows:
+        """Probabilities for situations, as rows for ``hints.merge``: ``HintRows(uint32 [N, 2], float32 [N, A])``.
 
         ``keys`` are situation keys, ``missions`` ``int32 [N, 4]``, ``percepts`` a batched
         ``Percept`` (numpy or jax arrays). Keys scored in the current version come from the cache;
@@ -332,7 +333,7 @@ class HFTeacher:
             sub = jax.tree.map(lambda x: np.asarray(x)[idx], percepts)
             self._store([k64[i] for i in todo], prompt(missions[idx].reshape(len(idx), -1), sub))
         out = np.stack([self._cache[k] for k in k64]) if k64 else np.zeros((0, len(self.action_strings)), np.float32)
-        return keys, out.astype(np.float32)
+        return HintRows(keys, out.astype(np.float32))
 
     # -- fine-tuning from the student's feedback -------------------------------------------------
 
@@ -445,8 +446,8 @@ class HFTeacher:
         stats["examples_per_s"] = computed / max(seconds, 1e-9)
         return stats
 
-    def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``(keys, probs)`` for situations this teacher already knows, by key alone.
+    def rescore(self, keys) -> HintRows:
+        """Rows ``HintRows(keys, probs)`` for situations this teacher already knows, by key alone.
 
         Their stored prompts are scored with the current weights in one batch (keys already
         scored in this version come from the cache). Keys never scored (no prompt) are left out,
@@ -461,7 +462,7 @@ class HFTeacher:
             self._store([k64[i] for i in todo], [self.prompts[k64[i]] for i in todo])
         probs = [self._cache[k64[i]] for i in known]
         out = np.stack(probs) if probs else np.zeros((0, len(self.action_strings)), np.float32)
-        return keys[known], out.astype(np.float32)
+        return HintRows(keys[known], out.astype(np.float32))
 
     def forget(self, keys) -> None:
         """Drop everything kept about these situations (prompt, cached and reference scores):

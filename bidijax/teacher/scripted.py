@@ -26,6 +26,7 @@ import numpy as np
 from ..envs import constants as C
 from ..envs.oracle import oracle_probs
 from ..hints import key64
+from .protocol import HintRows
 
 SCRIPTED = ("oracle", "noisy_oracle", "uniform")
 
@@ -52,7 +53,7 @@ class ScriptedTeacher:
         self.kind, self.eps, self.seed, self.num_actions = kind, float(eps), int(seed), num_actions
         self.version = 0
 
-    def score(self, keys, missions=None, percepts=None, oracle=None) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, keys, missions=None, percepts=None, oracle=None) -> HintRows:
         """Rows ``(keys uint32[N, 2], probs float32[N, A])`` for ``hints.merge``.
 
         ``oracle``: bool ``[N, A]`` optimal actions per situation (``MissBuffer.oracle``).
@@ -61,22 +62,25 @@ class ScriptedTeacher:
         n, a = len(keys), self.num_actions
         uniform = np.full((n, a), 1.0 / a, np.float32)
         if self.kind == "uniform":
-            return keys, uniform
+            return HintRows(keys, uniform)
         if oracle is None:
             raise ValueError(f"the {self.kind} teacher needs the oracle's actions; track the oracle in the student")
         probs = np.asarray(oracle_probs(jnp.asarray(oracle, bool)), np.float32)
         if self.kind == "noisy_oracle" and self.eps > 0:
             noisy = _unit_interval(keys, self.seed) < self.eps
             probs = np.where(noisy[:, None], uniform, probs)
-        return keys, probs
+        return HintRows(keys, probs)
 
     def update(self, feedback=None, keys=None) -> dict:
         """Same signature as ``HFTeacher.update``; scripted teachers do not learn: empty statistics."""
         return {}
 
-    def rescore(self, keys) -> tuple[np.ndarray, np.ndarray]:
+    def rescore(self, keys) -> HintRows:
         """No rows: the hints of a scripted teacher never change, so nothing needs re-scoring."""
-        return np.zeros((0, 2), np.uint32), np.zeros((0, self.num_actions), np.float32)
+        return HintRows(np.zeros((0, 2), np.uint32), np.zeros((0, self.num_actions), np.float32))
+
+    def forget(self, keys) -> None:
+        """Nothing to forget: a scripted teacher keeps nothing per situation."""
 
     def save(self, directory: str) -> None:
         """Write the state (``state_dict``) to ``directory/teacher.json``."""
