@@ -74,16 +74,19 @@ def _hint_text(probs: np.ndarray, hit: bool) -> str:
     return f"teacher hint: {C.ACTION_STRINGS[a]} ({probs[a]:.2f})"
 
 
-def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_index: int = 0, max_frames: int = 400) -> str:
-    """Write a GIF of ``episodes`` episodes of seed ``seed_index``'s student; returns its path."""
+def load_lane(run_dir: str, seed_index: int):
+    """``(loop, runner, table)`` of lane ``seed_index`` from the run's last checkpoint: a ``Loop``
+    on one device without teachers, the lane's student state and its hint table. A checkpoint of
+    several processes (``--num-processes``) is read from the part of the process that ran the lane."""
+    import json
+
     import jax
 
     from . import config as cfg
-    from .envs import scene_of
-    from .envs.scene import mission_of
-    from .envs.text import mission_text
+    from .hints import empty
     from .loop import Loop
-    from .student import make_train
+    from .multihost import Processes
+    from .teaching import load_tables
 
     config = cfg.from_dict(rundir.read_config(run_dir))
     ckpt = rundir.latest_checkpoint(run_dir)
@@ -92,16 +95,30 @@ def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_ind
     lanes = len(config.seeds)  # num_seeds per sweep cell
     if not 0 <= seed_index < lanes:
         raise ValueError(f"seed index {seed_index} is out of range; the run has {lanes} seed(s)")
+    with open(os.path.join(ckpt, "meta.json")) as f:
+        count = int(json.load(f).get("processes", 1))
+    block = lanes // count  # each process ran a contiguous block of lanes (multihost.lane_block)
+    part = Processes(seed_index // block, count)
     loop = Loop(config.replace(devices=1), teachers=[])  # one lane replayed on one device
-    like = jax.eval_shape(loop._init, jax.numpy.zeros((lanes, 2), jax.numpy.uint32), loop.hypers())
-    _, runners = rundir.load_checkpoint(ckpt, like)
-    from .teaching import load_tables
+    hypers = jax.tree.map(lambda x: x[:block], loop.hypers())
+    like = jax.eval_shape(loop._init, jax.numpy.zeros((block, 2), jax.numpy.uint32), hypers)
+    _, runners = rundir.load_checkpoint(ckpt, like, processes=part)
+    tables = load_tables(os.path.join(rundir.part_dir(ckpt, part), "tables.npz"))
+    local = seed_index - part.index * block
+    runner = jax.tree.map(lambda x: x[local], runners)
+    return loop, runner, tables[local] if tables else empty(1, loop.num_actions)
 
-    tables = load_tables(os.path.join(ckpt, "tables.npz"))
-    from .hints import empty
 
-    runner = jax.tree.map(lambda x: x[seed_index], runners)
-    table = tables[seed_index] if tables else empty(1, loop.num_actions)
+def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_index: int = 0, max_frames: int = 400) -> str:
+    """Write a GIF of ``episodes`` episodes of seed ``seed_index``'s student; returns its path."""
+    import jax
+
+    from .envs import scene_of
+    from .envs.scene import mission_of
+    from .envs.text import mission_text
+    from .student import make_train
+
+    loop, runner, table = load_lane(run_dir, seed_index)
     collect = jax.jit(make_train(loop.config.ppo, loop.env).collect)
     step = jax.jit(loop.env.step)
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)

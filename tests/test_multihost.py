@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from bidijax import multihost, rundir
@@ -123,6 +124,23 @@ def test_one_process_refuses_a_two_process_checkpoint(result):
     with pytest.raises(ValueError, match="written by 2 process") as err:
         train(tiny("one_way", "oracle").replace(num_seeds=4), os.path.join(result["tmp"], "resumed"), resume=True)
     assert "\n" not in str(err.value)
+
+
+def test_render_reads_the_part_of_the_process_that_ran_the_lane(result, tmp_path):
+    import jax
+
+    from bidijax.cli import main
+    from bidijax.render import load_lane
+
+    two, one = os.path.join(result["tmp"], "one_way"), os.path.join(result["tmp"], "one-one_way")
+    for lane in (1, 2):  # lane 1 in process 0's part, lane 2 in process 1's
+        _, got, table = load_lane(two, lane)
+        _, want, want_table = load_lane(one, lane)
+        for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(table.keys), np.asarray(want_table.keys))
+    out = tmp_path / "lane3.gif"
+    assert main(["render", two, "--seed-index", "3", "--out", str(out), "--episodes", "1"]) == 0 and out.stat().st_size > 0
 
 
 @pytest.mark.parametrize("flags, message", [
