@@ -43,8 +43,7 @@ from bidijax.hints import key64
 
 from . import gpt2_jax as G
 from . import finetune
-from .finetune import FinetuneConfig
-from .finetune import draw, feedback_loss_jax
+from .finetune import FinetuneConfig, draw, feedback_loss_jax
 from .hf import HFTeacher, _table_of
 from .protocol import HintRows, ScoreRequest
 
