@@ -89,7 +89,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     lora_rank: int = 0
     micro_batch_size: int = 32
-    rescore_budget: int = 256
+    rescore_budget: int = 32
     objective: str = "unlikelihood"
     start_iteration: int = 0
     min_explained_variance: float = -1e9
