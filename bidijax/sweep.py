@@ -209,6 +209,8 @@ def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None 
             raise ValueError(f"{out_dir!r} is not a sweep directory (no {RESOLVED})")
         with open(path) as f:
             saved = json.load(f)
+        if isinstance(saved.get("base"), dict):  # fields added to bidijax since: their defaults
+            saved["base"] = json.loads(json.dumps(cfg.to_dict(cfg.from_dict(saved["base"]))))
         diff = cfg.first_difference(saved, resolved, "the sweep directory")
         if diff:
             raise ValueError(f"the spec differs from the sweep directory's ({diff}); a sweep directory keeps its spec")

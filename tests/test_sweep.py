@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -137,6 +138,25 @@ def test_finished_sweep_resumes_without_training(swept, monkeypatch):
     monkeypatch.setattr(loop_mod, "train", lambda *a, **k: pytest.fail("a finished program ran again"))
     rows = sw.run(plan, d, resume=True)
     assert len(rows) == 4
+
+
+def test_sweep_written_before_a_field_existed_resumes(swept, tmp_path, monkeypatch):
+    """A sweep.json without a field added since (its default keeps the old behaviour) still matches."""
+    plan, d, _ = swept
+    old = str(tmp_path / "old")
+    shutil.copytree(d, old)
+    with open(os.path.join(old, sw.RESOLVED)) as f:
+        saved = json.load(f)
+    del saved["base"]["ppo"]["distill_temperature"], saved["base"]["teacher"]["finetune"]["objective"]
+    with open(os.path.join(old, sw.RESOLVED), "w") as f:
+        json.dump(saved, f)
+    monkeypatch.setattr(loop_mod, "train", lambda *a, **k: pytest.fail("a finished program ran again"))
+    assert len(sw.run(plan, old, resume=True)) == 4
+    saved["base"]["ppo"]["lr"] = 0.5  # a value that differs is still refused
+    with open(os.path.join(old, sw.RESOLVED), "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ValueError, match="base.ppo.lr: 0.5 in the sweep directory"):
+        sw.run(plan, old, resume=True)
 
 
 def test_changed_spec_is_refused_naming_the_difference(swept, capsys):
