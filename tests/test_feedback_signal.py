@@ -93,7 +93,7 @@ def test_jax_feedback_loss_is_the_torch_one(objective):
 
 def test_reweight_moves_the_teacher_towards_its_reweighted_self():
     """``reweight``: the gradient in logit space is ``share * (pi - q)``, ``q ∝ pi exp(target)``:
-    a bad action's mass goes to the actions that paid off, not to the ones without feedback."""
+    a bad action's mass goes mostly to the actions that paid off."""
     torch = pytest.importorskip("torch")
     from bidijax.teacher.finetune import feedback_loss
 
@@ -106,15 +106,17 @@ def test_reweight_moves_the_teacher_towards_its_reweighted_self():
     q = torch.softmax(logits.detach() + weight, -1)
     np.testing.assert_allclose(logits.grad.numpy(), (0.5 * (pi - q)).numpy(), atol=1e-6)
     # at the start of a step the teacher is pi_old itself: the value is KL(q || pi)
-    assert float(pg) == pytest.approx(0.5 * float((q * (q.log() - pi.log())).sum()), rel=1e-5)
+    assert float(pg.detach()) == pytest.approx(0.5 * float((q * (q.log() - pi.log())).sum()), rel=1e-5)
     # one small descent step: the bad action loses, the paid-off one gains (relatively) most
     after = torch.softmax(logits.detach() - 0.5 * logits.grad, -1)[0]
     gain = after / pi[0]
     assert gain[0] < 1 < gain[1] and torch.all(gain[2:] < gain[1])
-    # its fixed point is q itself: the loss is minimal (zero) where pi = q
-    lq = torch.log_softmax(logits.detach() + weight, -1)
-    again, _ = feedback_loss(lq.clone().requires_grad_(True), lq, torch.zeros_like(weight), torch.ones(1, 1), "reweight")
-    assert float(again) == pytest.approx(0.0, abs=1e-7)
+    # without feedback (every target 0) a step leaves the teacher where it is: value and gradient 0
+    z = logits.detach().clone().requires_grad_(True)
+    lz = torch.log_softmax(z, -1)
+    still, _ = feedback_loss(lz, lz.detach(), torch.zeros_like(weight), torch.ones(1, 1), "reweight")
+    still.backward()
+    assert float(still.detach()) == pytest.approx(0.0, abs=1e-7) and float(z.grad.abs().max()) < 1e-7
 
 
 def test_unknown_objective_is_one_line():
