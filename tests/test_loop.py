@@ -41,6 +41,19 @@ def comparable(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
 
 
+def stopped_after_first(config, run_dir: str) -> None:
+    """Train ``config`` into ``run_dir`` and stop it after the first iteration (and its checkpoint),
+    as a kill would: the interrupted run that a resume test continues."""
+
+    def stop(rows, state):
+        raise KeyboardInterrupt
+
+    try:
+        train(config, run_dir, on_iteration=stop)
+    except KeyboardInterrupt:
+        pass
+
+
 def same_rows(a, b):
     assert len(a) == len(b)
     for ra, rb in zip(comparable(a), comparable(b)):

@@ -36,16 +36,11 @@ WORKER = textwrap.dedent(
         out[arm] = main(["train", f"--run-dir={tmp}/{arm}", *arm_flags, *flags])
 
     sys.path.insert(0, HERE)
-    from test_loop import tiny, comparable
+    from test_loop import tiny, comparable, stopped_after_first
     from bidijax.loop import train
 
     c = tiny("one_way", "oracle").replace(num_seeds=4)  # the CLI joined jax.distributed: train() knows its place
-    def kill(rows, state):
-        raise KeyboardInterrupt
-    try:
-        train(c, f"{tmp}/resumed", on_iteration=kill)
-    except KeyboardInterrupt:
-        pass
+    stopped_after_first(c, f"{tmp}/resumed")
     state, rows = train(c, f"{tmp}/resumed", resume=True)
     out["resumed"] = comparable(rows)
     out["local_lanes"] = len(state.tables)

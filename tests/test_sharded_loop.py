@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import json, sys, tempfile
     import jax, numpy as np
     sys.path.insert(0, HERE)
-    from test_loop import tiny, comparable
+    from test_loop import tiny, comparable, stopped_after_first
     from bidijax import rundir
     from bidijax.loop import Loop, train
 
@@ -56,12 +56,7 @@ SCRIPT = textwrap.dedent(
 
     # resume: killed after the checkpoint of iteration 1, resumed on 4 devices
     c = tiny("one_way", "oracle").replace(num_seeds=4)
-    def kill(rows, state):
-        raise KeyboardInterrupt
-    try:
-        train(c, f"{tmp}/resumed", on_iteration=kill)
-    except KeyboardInterrupt:
-        pass
+    stopped_after_first(c, f"{tmp}/resumed")
     record("resumed", c, resume=True, run_dir=f"{tmp}/resumed")
 
     # the sharded run's checkpoint loads into a one-device loop, and into a 4-device one sharded
