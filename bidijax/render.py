@@ -78,8 +78,6 @@ def load_lane(run_dir: str, seed_index: int):
     """``(loop, runner, table)`` of lane ``seed_index`` from the run's last checkpoint: a ``Loop``
     on one device without teachers, the lane's student state and its hint table. A checkpoint of
     several processes (``--num-processes``) is read from the part of the process that ran the lane."""
-    import json
-
     import jax
 
     from . import config as cfg
@@ -95,8 +93,7 @@ def load_lane(run_dir: str, seed_index: int):
     lanes = len(config.seeds)  # num_seeds per sweep cell
     if not 0 <= seed_index < lanes:
         raise ValueError(f"seed index {seed_index} is out of range; the run has {lanes} seed(s)")
-    with open(os.path.join(ckpt, "meta.json")) as f:
-        count = int(json.load(f).get("processes", 1))
+    count = int(rundir.checkpoint_meta(ckpt).get("processes", 1))
     block = lanes // count  # each process ran a contiguous block of lanes (multihost.lane_block)
     part = Processes(seed_index // block, count)
     loop = Loop(config.replace(devices=1), teachers=[])  # one lane replayed on one device

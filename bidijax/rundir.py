@@ -404,6 +404,12 @@ def load_leaves(path: str, like):
         return jax.tree.unflatten(treedef, [jax.device_put(z[f"leaf_{j}"].astype(x.dtype), x.sharding) for j, x in enumerate(leaves)])
 
 
+def checkpoint_meta(path: str) -> dict:
+    """Checkpoint ``path``'s ``meta.json``: its iteration, seeds and (several processes) process count."""
+    with open(os.path.join(path, "meta.json")) as f:
+        return json.load(f)
+
+
 def load_checkpoint(path: str, runners_like, processes=None):
     """Restore ``(meta, runners)`` from ``path``, each array placed as its ``runners_like``
     counterpart (sharded over devices or not); the host side: ``bidijax.teaching.load`` (of
@@ -411,8 +417,7 @@ def load_checkpoint(path: str, runners_like, processes=None):
     import jax
     import orbax.checkpoint as ocp
 
-    with open(os.path.join(path, "meta.json")) as f:
-        meta = json.load(f)
+    meta = checkpoint_meta(path)
     written, count = int(meta.get("processes", 1)), processes.count if processes is not None else 1
     if written != count:
         raise ValueError(f"checkpoint {path!r} was written by {written} process(es); resume it with --num-processes {written}, not {count}")
