@@ -73,6 +73,7 @@ class LoopState:
     teachers: Any  # the seeds' teachers (``teaching.make_teachers``; empty in the ppo arm)
     books: list = dataclasses.field(default_factory=list)  # per seed: situation key -> oracle actions
     pending: teaching.Pending | None = None  # ``overlap``: the last update's feedback, not yet taught
+    carry: list | None = None  # per seed: feedback summed since its teacher last learned (``update_every``)
 
 
 def _program(ppo: PPOConfig) -> PPOConfig:
@@ -178,7 +179,7 @@ class Loop:
         c = self.config
         it = state.iteration + 1
         t0 = time.perf_counter()
-        tables, t_teach = state.tables, 0.0
+        tables, t_teach, carry = state.tables, 0.0, state.carry
         first = dict(table_evicted=np.zeros(len(self.seeds), int), teacher_rejected=np.zeros(len(self.seeds), int), teacher_errors=0)
         if self.score_first:  # rollout, then its new situations scored, then the epochs
             ro, misses = self._rollout(state.runners, self.tables_in(tables))  # dispatched
@@ -188,11 +189,11 @@ class Loop:
         turn = functools.partial(teaching.turn, c, books=state.books, teachers=self.teachers)
         if c.overlap:  # the teachers' turn on the previous update, while this one runs
             t1 = time.perf_counter()
-            tables, teacher_stats = turn(tables=tables, pending=state.pending)
+            tables, teacher_stats, carry = turn(tables=tables, pending=state.pending, carry=carry)
             t_teach += time.perf_counter() - t1
         if self.score_first:
+            misses_first = jax.device_get(misses)  # waits for the rollout: the student's time
             t1 = time.perf_counter()
-            misses_first = jax.device_get(misses)
             got = teaching.score_misses(tables, state.books, self.teachers, misses_first, c.table_max_rows, it, c.teacher_faults)
             tables = got.tables
             first.update(table_evicted=got.evicted, teacher_rejected=got.rejected, teacher_errors=got.errors)
@@ -208,7 +209,7 @@ class Loop:
             pending = teaching.pending_of(learned, feedback, metrics["explained_variance"], it)
         if not c.overlap:  # the teachers' turn on this update
             t1 = time.perf_counter()
-            tables, teacher_stats = turn(tables=tables, pending=pending)
+            tables, teacher_stats, carry = turn(tables=tables, pending=pending, carry=carry)
             t_teach, pending = t_teach + time.perf_counter() - t1, None
         runners = out[0]  # the student stays on the device
         t2 = time.perf_counter()
@@ -242,7 +243,7 @@ class Loop:
             if not self.teachers:
                 row.update({k: float("nan") for k in _TEACHER_COLUMNS})
             rows.append(row)
-        return LoopState(it, runners, tables, state.teachers, state.books, pending), rows
+        return LoopState(it, runners, tables, state.teachers, state.books, pending, carry), rows
 
 
 def _num(x) -> float:
@@ -347,8 +348,8 @@ def _start(loop: Loop, run_dir: str, resume: bool, processes: multihost.Processe
         like = None
         if config.overlap and loop.teachers:
             like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
-        tables, books, pending = teaching.load(rundir.part_dir(ckpt, processes), loop.teachers, like)
-        state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending)
+        tables, books, pending, carry = teaching.load(rundir.part_dir(ckpt, processes), loop.teachers, like)
+        state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending, carry)
         if log:
             log.truncate(state.iteration)
     else:
@@ -372,7 +373,7 @@ def _run(loop: Loop, state: LoopState, run_dir: str, sinks: list, on_iteration,
             sink.log(rows)
         if state.iteration % c.checkpoint_every == 0 or state.iteration == c.iterations:
             write = functools.partial(teaching.save, tables=state.tables, books=state.books, teachers=state.teachers,
-                                      pending=state.pending)  # fmt: skip
+                                      pending=state.pending, carry=state.carry)  # fmt: skip
             rundir.save_checkpoint(run_dir, state.iteration, state.runners, {"seeds": c.seeds}, write, processes)
         if on_iteration is not None:
             on_iteration(rows, state)

@@ -13,7 +13,9 @@ percepts, the BFS oracle's actions where each was first met); the teachers hand 
   teacher on its seed's feedback (from ``start_iteration`` on, when the critic explains enough
   variance), re-score the most visited situations and measure how informative the feedback was
   (``feedback_oracle_corr``);
-- ``save`` / ``load``: tables, oracle books, pending feedback and teachers in a checkpoint;
+- ``add_feedback``: feedback of several updates summed per situation, for teachers that learn
+  every ``finetune.update_every`` updates (the sums carried in between are part of a checkpoint);
+- ``save`` / ``load``: tables, oracle books, pending and carried feedback and teachers in a checkpoint;
 - teacher faults: rows whose probabilities are not a distribution (NaN, inf, negative, not
   summing to 1) never reach a table (``teacher_rejected`` counts them); a teacher that raises
   stops the run with one line (``teacher_faults="stop"``: the last checkpoint is intact) or is
@@ -37,6 +39,7 @@ import numpy as np
 from . import config as cfg
 from . import hints as hn
 from .envs import constants as C
+from .feedback import Feedback
 from .teacher.finetune import feedback_oracle_corr, most_visited, targets
 from .teacher.models import backend_of
 from .teacher.protocol import HintRows, ScoreRequest
@@ -253,21 +256,49 @@ def learns_from(config: cfg.TrainConfig, pending: Pending, i: int) -> bool:
     )
 
 
-def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: Pending | None):
+def add_feedback(old, new):
+    """One ``(feedback, keys)`` item (a seed's ``Feedback`` rows and their table keys) holding the
+    sums of ``old`` and ``new``, added row by key: ``new``'s rows in their order, then ``old``'s
+    rows whose key ``new`` lacks (situations evicted since). ``old`` may be ``None``."""
+    if old is None:
+        return new
+    (f_old, k_old), (f_new, k_new) = old, new
+    k_old, k_new = np.asarray(k_old, np.uint32).reshape(-1, 2), np.asarray(k_new, np.uint32).reshape(-1, 2)
+    o64, n64 = hn.key64(k_old), hn.key64(k_new)
+    extra = ~np.isin(o64, n64)
+    keys = np.concatenate([k_new, k_old[extra]])
+    where = {k: j for j, k in enumerate(np.concatenate([n64, o64[extra]]).tolist())}
+    rows = np.fromiter((where[k] for k in o64.tolist()), np.int64, len(o64))
+
+    def add(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        out = np.zeros((len(keys),) + x.shape[1:], x.dtype)
+        out[: len(x)] = x
+        out[rows] += y  # keys are unique within a table: no index repeats
+        return out
+
+    return jax.tree.map(add, f_new, f_old), keys
+
+
+def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: Pending | None, carry: list | None = None):
     """The teachers' turn on one update: fine-tune and re-score (learning arms), score misses.
 
     Every seed's teacher works in one batched call per phase (``GPT2Teachers``) or one after the
-    other (``PerSeed``). Returns ``(tables, stats)``: the new tables and one dict of statistics
-    per seed (``teacher_loss``, ``teacher_kl``, ``teacher_learned``, ``feedback_oracle_corr``,
-    ``table_evicted``, ``teacher_rejected``, ``teacher_errors``).
+    other (``PerSeed``). ``carry``: per seed, the feedback summed since its teacher last learned
+    (``finetune.update_every > 1``; ``None``: nothing carried). Returns ``(tables, stats,
+    carry)``: the new tables, one dict of statistics per seed (``teacher_loss``, ``teacher_kl``,
+    ``teacher_learned``, ``feedback_oracle_corr``, ``table_evicted``, ``teacher_rejected``,
+    ``teacher_errors``) and the feedback still to learn from (``None`` when there is none).
     """
     nan = float("nan")
     stats = [dict(teacher_loss=nan, teacher_kl=nan, teacher_learned=0, feedback_oracle_corr=nan, table_evicted=0,
                   teacher_rejected=0, teacher_errors=0) for _ in tables]  # fmt: skip
     if not len(teachers) or pending is None:
-        return list(tables), stats
+        return list(tables), stats, carry
     t = config.teacher.finetune
     sums = pending.feedback.replace(misses=None)
+    carry = list(carry) if carry is not None else [None] * len(tables)
+    due = pending.update % t.update_every == 0
     items = []
     for i in range(len(tables)):
         keys = pending.keys[i]  # only this seed's valid rows (the first n): padding never reaches the teacher
@@ -275,7 +306,12 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
         oracle, has = oracle_of(books[i], keys, tables[i].num_actions)
         w = targets(fb, t.signal, t.min_count, baseline=t.baseline, noise_floor=t.noise_floor)
         stats[i]["feedback_oracle_corr"] = feedback_oracle_corr(w, np.asarray(fb.count), oracle, has)
-        items.append((fb, keys) if learns_from(config, pending, i) else None)
+        if learns_from(config, pending, i):
+            carry[i] = add_feedback(carry[i], (fb, keys))
+        items.append(carry[i] if due else None)
+        if due:
+            carry[i] = None
+    carry = carry if any(c is not None for c in carry) else None
     tables = list(tables)
     faults, learning = config.teacher_faults, any(item is not None for item in items)
     out = _guarded(faults, "learning from feedback", lambda: teachers.update(items)) if learning else None
@@ -306,16 +342,17 @@ def turn(config: cfg.TrainConfig, tables: list, books: list, teachers, pending: 
         st["table_evicted"] = scored.evicted[i]
         st["teacher_rejected"] += scored.rejected[i]
         st["teacher_errors"] += scored.errors
-    return scored.tables, stats
+    return scored.tables, stats, carry
 
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
 
-def save(directory: str, tables: list, books: list, teachers, pending: Pending | None) -> None:
-    """Tables (``tables.npz``), oracle books (``oracle.npz``), pending feedback (``pending.npz``)
-    and one directory per teacher (``teacher-<i>/``) into a checkpoint directory."""
+def save(directory: str, tables: list, books: list, teachers, pending: Pending | None, carry: list | None = None) -> None:
+    """Tables (``tables.npz``), oracle books (``oracle.npz``), pending feedback (``pending.npz``),
+    carried feedback (``carry.npz``) and one directory per teacher (``teacher-<i>/``) into a
+    checkpoint directory."""
     save_tables(os.path.join(directory, "tables.npz"), tables)
     arrays = {}
     for i, book in enumerate(books):
@@ -326,14 +363,16 @@ def save(directory: str, tables: list, books: list, teachers, pending: Pending |
         np.savez(f, **arrays)
     if pending is not None:
         save_pending(os.path.join(directory, "pending.npz"), pending)
+    if carry is not None:
+        save_carry(os.path.join(directory, "carry.npz"), carry)
     for i in range(len(teachers)):
         d = os.path.join(directory, f"teacher-{i}")
         os.makedirs(d)
         teachers.save(i, d)
 
 
-def load(directory: str, teachers, feedback_like=None) -> tuple[list, list, Pending | None]:
-    """``(tables, books, pending)`` of a checkpoint written by ``save``; teachers load in place.
+def load(directory: str, teachers, feedback_like=None) -> tuple[list, list, Pending | None, list | None]:
+    """``(tables, books, pending, carry)`` of a checkpoint written by ``save``; teachers load in place.
     ``feedback_like``: a feedback pytree of the saved structure, to restore pending feedback."""
     tables = load_tables(os.path.join(directory, "tables.npz"))
     books = [{} for _ in tables]
@@ -347,7 +386,32 @@ def load(directory: str, teachers, feedback_like=None) -> tuple[list, list, Pend
         pending = load_pending(os.path.join(directory, "pending.npz"), feedback_like)
     for i in range(len(teachers)):
         teachers.load(i, os.path.join(directory, f"teacher-{i}"))
-    return tables, books, pending
+    return tables, books, pending, load_carry(os.path.join(directory, "carry.npz"), len(tables))
+
+
+def save_carry(path: str, carry: list) -> None:
+    """Per seed, the carried ``(feedback, keys)`` item (``turn``) or ``None``, into one ``.npz``."""
+    arrays = {}
+    for i, item in enumerate(carry):
+        if item is not None:
+            arrays[f"keys_{i}"] = np.asarray(item[1])
+            arrays.update({f"{name}_{i}": np.asarray(getattr(item[0], name)) for name in _CARRIED})
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_carry(path: str, lanes: int) -> list | None:
+    """The carry saved by ``save_carry`` (``lanes`` entries); ``None`` if the checkpoint has none."""
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return [
+            (Feedback(**{name: z[f"{name}_{i}"] for name in _CARRIED}), z[f"keys_{i}"]) if f"keys_{i}" in z.files else None
+            for i in range(lanes)
+        ]
+
+
+_CARRIED = ("td_sum", "adv_sum", "count", "visits")  # the ``Feedback`` fields a carry holds
 
 
 def save_pending(path: str, pending: Pending) -> None:

@@ -196,6 +196,79 @@ def test_teacher_starts_after_start_iteration_and_a_fitting_critic():
     assert not teaching.learns_from(c.replace(arm="one_way"), pending(11, [0.9]), 0)
 
 
+class _Recorder:
+    """A learning teacher that records what it is asked to learn from (one seed)."""
+
+    version = 0
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, fb, keys):
+        self.updates.append((jax.tree.map(np.array, fb), np.array(keys)))
+        self.version += 1
+        return {"steps": 1, "loss": 0.0, "kl": 0.0}
+
+    def rescore(self, keys):
+        keys = np.asarray(keys, np.uint32).reshape(-1, 2)
+        return keys, np.full((len(keys), A), 1.0 / A, np.float32)
+
+
+def _pending(update, keys, adv, count):
+    """A one-seed ``Pending`` over table ``keys`` (no missed situations)."""
+    from bidijax.hints import MissBuffer
+
+    fb = jax.tree.map(lambda x: x[None], feedback(adv, count))
+    none = MissBuffer(keys=np.zeros((1, 0, 2), np.uint32), missions=np.zeros((1, 0, 4), np.int32), percepts=None,
+                      count=np.zeros(1, np.int32), overflow=np.zeros(1, np.int32))  # fmt: skip
+    return teaching.Pending(fb.replace(misses=none), [np.asarray(keys, np.uint32)], np.asarray([1.0]), update)
+
+
+def test_update_every_learns_on_every_kth_update_from_the_summed_feedback(tmp_path):
+    from bidijax import hints as hn
+
+    c = cfg.resolve(cfg.default_config())
+    ft = dataclasses.replace(c.teacher.finetune, update_every=3)
+    c = c.replace(teacher=dataclasses.replace(c.teacher, finetune=ft))
+    rec = _Recorder()
+    teachers, tables, books = teaching.PerSeed([rec]), [hn.empty(16, A)], [{}]
+    rng = np.random.default_rng(0)
+    # the table grows, and one situation (key 5) is evicted before the third update
+    keys = [np.array([[0, 1], [0, 2], [0, 5]]), np.array([[0, 1], [0, 2], [0, 5], [0, 7]]), np.array([[0, 7], [0, 1], [0, 2]])]
+    adv = [rng.normal(size=(len(k), A)).astype(np.float32) for k in keys]
+    count = [rng.integers(0, 3, size=(len(k), A)).astype(np.float32) for k in keys]
+    carry = None
+    for u in range(3):
+        tables, stats, carry = teaching.turn(c, tables, books, teachers, _pending(u + 1, keys[u], adv[u], count[u]), carry)
+        assert stats[0]["teacher_learned"] == int(u == 2)
+        if u < 2:  # carried feedback survives a checkpoint
+            teaching.save_carry(str(tmp_path / "carry.npz"), carry)
+            carry = teaching.load_carry(str(tmp_path / "carry.npz"), 1)
+    assert carry is None and len(rec.updates) == 1
+    fb, got = rec.updates[0]
+    assert [tuple(k) for k in got] == [(0, 7), (0, 1), (0, 2), (0, 5)]  # the last update's rows first
+    want = {5: adv[0][2] + adv[1][2], 7: adv[1][3] + adv[2][0], 1: adv[0][0] + adv[1][0] + adv[2][1]}
+    for row, k in ((3, 5), (0, 7), (1, 1)):
+        np.testing.assert_allclose(fb.adv_sum[row], want[k], rtol=1e-6)
+    np.testing.assert_allclose(fb.count.sum(), sum(x.sum() for x in count))
+    np.testing.assert_allclose(fb.visits, fb.count.sum(1))
+    # every update learns at update_every=1, on that update's feedback alone
+    once, rec1 = c.replace(teacher=dataclasses.replace(c.teacher, finetune=dataclasses.replace(ft, update_every=1))), _Recorder()
+    for u in range(2):
+        _, _, carry1 = teaching.turn(once, tables, books, teaching.PerSeed([rec1]), _pending(u + 1, keys[u], adv[u], count[u]))
+        assert carry1 is None
+    assert len(rec1.updates) == 2
+    np.testing.assert_array_equal(rec1.updates[1][0].adv_sum, adv[1])
+
+
+def test_update_every_must_be_a_positive_integer():
+    from bidijax.teacher.finetune import FinetuneConfig
+
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="update_every"):
+            FinetuneConfig(update_every=bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # control: pure noise
 

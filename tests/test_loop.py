@@ -194,6 +194,22 @@ def test_overlap_teaches_one_update_late_and_resumes(runs, tmp_path, monkeypatch
     same_rows(resumed, [{k: str(v) for k, v in r.items()} for r in full])
 
 
+def test_update_every_carries_feedback_across_a_resume(tmp_path):
+    """``finetune.update_every=2``: the teachers learn at update 2 only (of 3); a run stopped after
+    update 1 (its feedback carried in the checkpoint) resumes with the uninterrupted run's rows."""
+    ft = dataclasses.replace(tiny().teacher.finetune, update_every=2)
+    c = tiny("bidirectional", "default").replace(iterations=3)
+    c = c.replace(teacher=dataclasses.replace(c.teacher, finetune=ft))
+    _, full = train(c, str(tmp_path / "full"))
+    assert [r["teacher_learned"] for r in full] == [0, 0, 1, 1, 0, 0]
+    assert [r["teacher_version"] for r in full if r["iteration"] == 3] == [1, 1]
+    d = str(tmp_path / "stopped")
+    stopped_after_first(c, d)
+    assert os.path.exists(os.path.join(rundir.latest_checkpoint(d), "carry.npz"))
+    _, resumed = train(c, d, resume=True)
+    same_rows(resumed, [{k: str(v) for k, v in r.items()} for r in full])
+
+
 def test_resume_after_kill_equals_uninterrupted(tmp_path):
     """Kill a real ``bidijax train`` process (SIGKILL) after its first checkpoint, then resume it."""
     c = tiny("bidirectional", "default").replace(iterations=4)

@@ -75,6 +75,9 @@ class FinetuneConfig:
     ``start_iteration``
     and ``min_explained_variance``: the teacher learns from an update's feedback only after that
     many student updates, and when the critic's explained variance in it is at least that.
+    ``update_every``: the teacher learns on every ``k``-th student update only, from the feedback
+    of the updates since it last learned, summed per (situation, action) (``steps`` steps of
+    ``batch_size`` draws each time: ``batch_size * k`` keeps the examples per frame of ``k = 1``).
     """
 
     lr: float = 3e-4
@@ -93,12 +96,13 @@ class FinetuneConfig:
     objective: str = "unlikelihood"
     start_iteration: int = 0
     min_explained_variance: float = -1e9
+    update_every: int = 1
 
     def __post_init__(self):
         _choice("signal", self.signal, SIGNALS)
         _choice("baseline", self.baseline, BASELINES)
         _choice("objective", self.objective, OBJECTIVES)
-        for name in ("steps", "batch_size", "micro_batch_size"):
+        for name in ("steps", "batch_size", "micro_batch_size", "update_every"):
             _number(name, getattr(self, name), 1, integer=True)
         for name in ("lora_rank", "rescore_budget", "start_iteration"):
             _number(name, getattr(self, name), 0, integer=True)
