@@ -28,6 +28,7 @@ vmapped programs as per-seed arrays, as the temperature does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -61,6 +62,40 @@ def _per_lane(name: str, value, s: int) -> list:
     if len(values) != s:
         raise ValueError(f"{name} has {len(values)} values for {s} seeds; give one per seed or a single value")
     return values
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(spec: G.Spec, actions: tuple, length_norm: bool, objective: str, max_grad_norm: float, weight_decay: float):
+    """``(tx, score, score_one, step)``: the optimiser and the jitted programs of a teacher shape.
+
+    Cached, so that every ``GPT2Teachers`` of the same model shape and settings (a resumed run,
+    a sweep's programs, tests) shares one set of jitted functions and their compilations.
+    ``actions``: the action token ids, their mask and their lengths, each ``(shape, dtype, values)``."""
+    aid, am, lengths = (jnp.asarray(np.asarray(values, dtype).reshape(shape)) for shape, dtype, values in actions)
+    lengths = lengths.astype(jnp.float32)
+    clip = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm > 0 else []
+    # AdamW at lr 1, scaled by each seed's lr in ``step``: exactly AdamW at that lr
+    tx = optax.chain(*clip, optax.adamw(1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay))
+
+    def log_probs(params, pid, pm, temp):
+        logp = G.action_logprobs(params, spec, pid, pm, aid, am)
+        if length_norm:
+            logp = logp / lengths
+        return jax.nn.log_softmax(logp / temp, -1)
+
+    def step(params, opt_state, pid, pm, ref, weight, share, active, temp, lr, kl_coef):
+        def loss(p):
+            pg, kl = feedback_loss_jax(log_probs(p, pid, pm, temp), ref, weight, share, objective)
+            return pg + kl_coef * kl, (pg, kl)
+
+        (value, (pg, kl)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, new_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: u * lr, updates)
+        keep = lambda new, old: jnp.where(active, new, old)
+        new_params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
+        return new_params, jax.tree.map(keep, new_state, opt_state), jnp.stack([value, pg, kl])
+
+    return tx, jax.jit(jax.vmap(log_probs)), jax.jit(log_probs), jax.jit(jax.vmap(step))
 
 
 class GPT2Teachers:
@@ -105,10 +140,9 @@ class GPT2Teachers:
         self.chunk = int(chunk)
         self.reference = jax.tree.map(jnp.asarray, G.params_from_torch(self.base.model))
         self.params = jax.tree.map(lambda x: jnp.stack([x] * s), self.reference)
-        fc = self.finetune
-        clip = [optax.clip_by_global_norm(fc.max_grad_norm)] if fc.max_grad_norm > 0 else []
-        # AdamW at lr 1, scaled by each seed's lr in ``step``: exactly AdamW at that lr
-        self._tx = optax.chain(*clip, optax.adamw(1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=fc.weight_decay))
+        self._actions = (self.base._action_ids.numpy(), self.base._action_mask.numpy())
+        self._lengths = self.base.action_lengths.numpy()
+        self._compile()
         self.opt_state = jax.vmap(self._tx.init)(self.params)
         self.versions = [0] * s
         self.trained = [False] * s
@@ -117,9 +151,6 @@ class GPT2Teachers:
         self.prompts: list[dict] = [{} for _ in range(s)]
         self.generators = [torch.Generator().manual_seed(seed) for seed in self.seeds]
         self._ids: dict[int, list[int]] = {}  # situation key -> prompt token ids (a key's prompt is fixed)
-        self._actions = (jnp.asarray(self.base._action_ids.numpy()), jnp.asarray(self.base._action_mask.numpy()))
-        self._lengths = jnp.asarray(self.base.action_lengths.numpy(), jnp.float32)
-        self._compile()
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -127,29 +158,11 @@ class GPT2Teachers:
     # -- programs ------------------------------------------------------------------------------
 
     def _compile(self):
-        spec, (aid, am) = self.spec, self._actions
-
-        def log_probs(params, pid, pm, temp):
-            logp = G.action_logprobs(params, spec, pid, pm, aid, am)
-            if self.length_norm:
-                logp = logp / self._lengths
-            return jax.nn.log_softmax(logp / temp, -1)
-
-        def step(params, opt_state, pid, pm, ref, weight, share, active, temp, lr, kl_coef):
-            def loss(p):
-                pg, kl = feedback_loss_jax(log_probs(p, pid, pm, temp), ref, weight, share, self.finetune.objective)
-                return pg + kl_coef * kl, (pg, kl)
-
-            (value, (pg, kl)), grads = jax.value_and_grad(loss, has_aux=True)(params)
-            updates, new_state = self._tx.update(grads, opt_state, params)
-            updates = jax.tree.map(lambda u: u * lr, updates)
-            keep = lambda new, old: jnp.where(active, new, old)
-            new_params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
-            return new_params, jax.tree.map(keep, new_state, opt_state), jnp.stack([value, pg, kl])
-
-        self._score = jax.jit(jax.vmap(log_probs))
-        self._score_one = jax.jit(log_probs)
-        self._step = jax.jit(jax.vmap(step))
+        frozen = lambda a: (np.shape(a), str(np.asarray(a).dtype), tuple(np.ravel(a).tolist()))  # hashable
+        fc, actions = self.finetune, tuple(frozen(a) for a in (*self._actions, self._lengths))
+        self._tx, self._score, self._score_one, self._step = _programs(
+            self.spec, actions, self.length_norm, fc.objective, fc.max_grad_norm, fc.weight_decay
+        )
 
     # -- tokens --------------------------------------------------------------------------------
 
