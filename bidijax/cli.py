@@ -76,7 +76,8 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> cfg.
     return cfg.resolve(cfg.from_dict(d))
 
 
-_NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet", "coordinator", "num_processes", "process_id", "distributed"}
+_NON_CONFIG = {"command", "config", "resume", "run_dir", "quiet", "coordinator", "num_processes", "process_id", "distributed",
+               "heartbeat_timeout"}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +173,9 @@ def _train(args: argparse.Namespace) -> int:
         processes = _join(args, len(config.seeds))  # before anything starts JAX's backend
     except ValueError as err:
         return _fail("train", err)
+    from . import multihost
     from .loop import train
+
     say = processes.main  # only process 0 prints (and writes the run directory)
     progress = Progress(config, quiet=args.quiet or not say)
     if say:
@@ -182,6 +185,9 @@ def _train(args: argparse.Namespace) -> int:
         _, rows = train(config, run_dir, resume=bool(args.resume), on_iteration=progress, processes=processes)
     except ValueError as err:
         return _fail("train", err)
+    except multihost.ProcessLost as err:  # another process died: stop now, not after JAX's heartbeat timeout
+        print(f"bidijax train: {err}", file=sys.stderr)
+        multihost.leave(EXIT_STOPPED)
     if say:
         print(summary(rows, config, time.perf_counter() - start))
         print(f"run directory: {run_dir}")
@@ -205,12 +211,14 @@ def _join(args: argparse.Namespace, lanes: int):
 
     if not _distributed(args):
         return multihost.SINGLE
+    if args.heartbeat_timeout < 1:
+        raise ValueError(f"--heartbeat-timeout={args.heartbeat_timeout} must be >= 1 second")
     if args.num_processes is not None or args.process_id is not None:
         if args.num_processes is None or args.process_id is None:
             raise ValueError("give --num-processes and --process-id together (or neither: detected by jax.distributed)")
         multihost.check(lanes, args.num_processes, args.process_id)
     try:
-        processes = multihost.initialize(args.coordinator, args.num_processes, args.process_id)
+        processes = multihost.initialize(args.coordinator, args.num_processes, args.process_id, args.heartbeat_timeout)
     except (RuntimeError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"cannot join the run's processes (jax.distributed.initialize: {first})") from None
@@ -349,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     mh.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
     mh.add_argument("--num-processes", type=int, metavar="P", help="processes of the run (must divide the lanes)")
     mh.add_argument("--process-id", type=int, metavar="p", help="this process, 0 .. P-1 (process 0 writes the run directory)")
+    mh.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
+                    help="how long a silent process is waited for before the others abort (default: %(default)s)")  # fmt: skip
     mh.add_argument("--distributed", action="store_true",
                     help="join jax.distributed with what it detects (SLURM, JAX_COORDINATOR_ADDRESS, ...)")  # fmt: skip
     _add_config_flags(tr)

@@ -9,7 +9,10 @@ JAX's own runtime, gloo on CPU) so that every process holds every row; only proc
 ``metrics.csv``, ``config.json`` and prints. A checkpoint holds one ``process-<p>/`` part per
 process, published by process 0 after a barrier (``rundir.save_checkpoint``).
 
-This module holds the process/lane arithmetic (pure), ``initialize`` and the collectives.
+This module holds the process/lane arithmetic (pure), ``initialize`` and the collectives. A
+collective that fails (another process died: its sockets closed) raises ``ProcessLost``, one
+line; ``bidijax train`` then exits at once (``leave``) instead of waiting in JAX's shutdown
+barrier for a process that will not come.
 """
 
 from __future__ import annotations
@@ -39,6 +42,33 @@ class Processes:
 SINGLE = Processes()
 
 
+class ProcessLost(RuntimeError):
+    """A collective of a several-process run failed: another process stopped or cannot be reached."""
+
+
+def _collective(what: str, call):
+    """``call()``; a failure becomes one-line ``ProcessLost``."""
+    try:
+        return call()
+    except Exception as err:  # noqa: BLE001 - gloo and the coordination service raise several kinds
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ProcessLost(
+            f"another process of the run stopped or cannot be reached ({what}: {first}); this one stopped too. "
+            "The last published checkpoint is intact: continue with --resume and the same processes"
+        ) from err
+
+
+def leave(code: int) -> None:
+    """End this process now with ``code`` (output flushed), skipping ``jax.distributed``'s
+    shutdown barrier, which would wait for a lost process until the heartbeat timeout and abort."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def check(lanes: int, count: int, index: int) -> None:
     """One-line ``ValueError`` for a process count or index that cannot split ``lanes`` lanes."""
     if count < 1:
@@ -56,18 +86,21 @@ def lane_block(lanes: int, processes: Processes) -> list[int]:
     return list(range(processes.index * n, (processes.index + 1) * n))
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> Processes:
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               heartbeat_timeout: int = 100) -> Processes:  # fmt: skip
     """Join (once) the run's ``jax.distributed`` processes; returns this process's place.
 
     With no arguments JAX detects the cluster (SLURM, ...) or reads ``JAX_COORDINATOR_ADDRESS``,
     ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``. CPU collectives go through gloo. Must run before
-    any JAX computation.
+    any JAX computation. ``heartbeat_timeout`` (seconds): how long JAX's coordination service
+    waits for a silent process (a frozen or unreachable machine) before it aborts the others.
     """
     import jax
 
     if not jax.distributed.is_initialized():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                                   heartbeat_timeout_seconds=int(heartbeat_timeout))  # fmt: skip
     return Processes(jax.process_index(), jax.process_count())
 
 
@@ -87,7 +120,7 @@ def allgather(x: np.ndarray) -> np.ndarray:
 
     x = np.ascontiguousarray(x)
     words = x.reshape(-1).view(np.uint32)
-    out = np.asarray(multihost_utils.process_allgather(words))
+    out = np.asarray(_collective("all-gather", lambda: multihost_utils.process_allgather(words)))
     return out.view(x.dtype).reshape(out.shape[0], *x.shape)
 
 
@@ -95,7 +128,7 @@ def barrier(name: str) -> None:
     """Wait until every process reached ``name`` (``sync_global_devices``)."""
     from jax.experimental import multihost_utils
 
-    multihost_utils.sync_global_devices(name)
+    _collective(f"barrier {name}", lambda: multihost_utils.sync_global_devices(name))
 
 
 def rows_array(rows: list[dict]) -> tuple[list[str], np.ndarray]:
