@@ -41,7 +41,8 @@ are standardised, so the re-weighting's temperature is 1 in their units.
 the BFS oracle's optimal actions).
 ``most_visited`` picks the situations to re-score after an update.
 ``feedback_loss`` (torch, for ``HFTeacher``) and ``feedback_loss_jax`` (for the stacked JAX
-teachers) compute the objective; ``draw`` draws the situations of a step for both backends.
+teachers) compute the objective; ``draw`` draws the situations of a step for both backends;
+``torch_steps`` takes a torch teacher's optimiser steps on it.
 torch and JAX are imported inside those functions only: ``bidijax.config`` imports this module.
 """
 
@@ -253,6 +254,43 @@ def draw(probs: np.ndarray, n: int, generator):
     import torch
 
     return torch.multinomial(torch.from_numpy(probs), n, replacement=True, generator=generator)
+
+
+def torch_steps(draws: np.ndarray, weight: np.ndarray, log_probs, reference, optimizer, params, config: FinetuneConfig):
+    """The fine-tuning steps of a torch teacher (``HFTeacher.update``); returns ``(history,
+    computed)``: per step the summed ``[loss, pg, kl]`` and the situations computed in all.
+
+    ``draws``: ``int [steps, batch]`` indices of the situations of each step; ``weight``: their
+    ``targets`` ``[K, A]``; ``log_probs(rows)`` / ``reference(rows)``: ``[n, A]`` log-probs of the
+    teacher (with a gradient) and of its frozen reference for situation indices ``rows``. A
+    situation drawn ``m`` times in a step is computed once and weighs ``m / batch`` (the same
+    loss, fewer passes), ``config.micro_batch_size`` situations per forward/backward pass, the
+    gradients accumulated; then clipping (``max_grad_norm``) and one ``optimizer`` step.
+    """
+    import torch
+
+    history, computed = [], 0
+    for idx in draws:
+        optimizer.zero_grad(set_to_none=True)
+        totals = np.zeros(3)
+        rows, times = np.unique(idx, return_counts=True)
+        computed += len(rows)
+        cuts = range(config.micro_batch_size, len(rows), config.micro_batch_size)
+        for part, m in zip(np.split(rows, cuts), np.split(times, cuts)):
+            logp = log_probs(part)
+            ref = reference(part)
+            w = torch.from_numpy(weight[part]).to(logp.device)
+            share = torch.from_numpy(m / len(idx)).to(logp)[:, None]
+            pg, kl = feedback_loss(logp, ref, w, share, config.objective)
+            loss = pg + config.kl_coef * kl
+            loss.backward()
+            totals += [loss.item(), pg.item(), kl.item()]
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        history.append(totals)
+    optimizer.zero_grad(set_to_none=True)
+    return history, computed
 
 
 def feedback_loss(logp, ref, weight, share, objective: str = "unlikelihood"):

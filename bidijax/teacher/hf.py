@@ -39,7 +39,7 @@ import torch
 from bidijax.envs import constants as C
 from bidijax.hints import key64
 
-from .finetune import FinetuneConfig, draw, feedback_loss, plan
+from .finetune import FinetuneConfig, draw, plan, torch_steps
 from .models import resolve_model
 from .protocol import HintRows
 
@@ -412,32 +412,14 @@ class HFTeacher:
             return stats
         self._prepare_training()
         start = time.perf_counter()
-        draws = self._draw(probs, fc.steps * fc.batch_size)
+        draws = self._draw(probs, fc.steps * fc.batch_size).view(fc.steps, fc.batch_size).numpy()
+
+        def log_probs(rows):  # with a gradient, at the teacher's temperature
+            return torch.log_softmax(self.action_logprobs([self.prompts[k64[i]] for i in rows], grad=True) / self.temperature, dim=-1)
+
         params = [p for p in self.model.parameters() if p.requires_grad]
-        history, computed = [], 0
-        for idx in draws.view(fc.steps, fc.batch_size).numpy():
-            self.optimizer.zero_grad(set_to_none=True)
-            totals = np.zeros(3)
-            # a situation drawn m times is computed once and weighs m (the same loss, fewer passes)
-            rows, times = np.unique(idx, return_counts=True)
-            computed += len(rows)
-            cuts = range(fc.micro_batch_size, len(rows), fc.micro_batch_size)
-            for part, m in zip(np.split(rows, cuts), np.split(times, cuts)):
-                prompts = [self.prompts[k64[i]] for i in part]
-                logp = torch.log_softmax(self.action_logprobs(prompts, grad=True) / self.temperature, dim=-1)
-                ref = self._reference_rows([k64[i] for i in part])
-                w = torch.from_numpy(weight[part]).to(logp.device)
-                # per situation: its draws / batch size, so the accumulated gradient is the batch mean's
-                share = torch.from_numpy(m / len(idx)).to(logp)[:, None]
-                pg, kl = feedback_loss(logp, ref, w, share, fc.objective)
-                loss = pg + fc.kl_coef * kl
-                loss.backward()
-                totals += [loss.item(), pg.item(), kl.item()]
-            if fc.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, fc.max_grad_norm)
-            self.optimizer.step()
-            history.append(totals)
-        self.optimizer.zero_grad(set_to_none=True)
+        reference = lambda rows: self._reference_rows([k64[i] for i in rows])
+        history, computed = torch_steps(draws, weight, log_probs, reference, self.optimizer, params, fc)
         self.model.eval()
         self.invalidate()
         seconds = time.perf_counter() - start
