@@ -170,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
         from . import gpu_memory
 
         gpu_memory.configure(config)  # JAX's share of a GPU it shares with a torch teacher
-        processes = _join(args, len(config.seeds))  # before anything starts JAX's backend
+        processes = _join(args, [len(config.seeds)])  # before anything starts JAX's backend
     except ValueError as err:
         return _fail("train", err)
     from . import multihost
@@ -204,9 +204,10 @@ def _distributed(args: argparse.Namespace) -> bool:
     return bool(args.distributed or args.coordinator or args.num_processes is not None or args.process_id is not None)
 
 
-def _join(args: argparse.Namespace, lanes: int):
+def _join(args: argparse.Namespace, lanes: list[int]):
     """This process's place in the run: joins ``jax.distributed`` when asked to (flags checked
-    first, one-line ``ValueError``), else the one process of a one-process run."""
+    first against every program's lane count ``lanes``, one-line ``ValueError``), else the one
+    process of a one-process run."""
     from . import multihost
 
     if not _distributed(args):
@@ -216,13 +217,15 @@ def _join(args: argparse.Namespace, lanes: int):
     if args.num_processes is not None or args.process_id is not None:
         if args.num_processes is None or args.process_id is None:
             raise ValueError("give --num-processes and --process-id together (or neither: detected by jax.distributed)")
-        multihost.check(lanes, args.num_processes, args.process_id)
+        for n in lanes:
+            multihost.check(n, args.num_processes, args.process_id)
     try:
         processes = multihost.initialize(args.coordinator, args.num_processes, args.process_id, args.heartbeat_timeout)
     except (RuntimeError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"cannot join the run's processes (jax.distributed.initialize: {first})") from None
-    multihost.check(lanes, processes.count, processes.index)
+    for n in lanes:
+        multihost.check(n, processes.count, processes.index)
     return processes
 
 
@@ -245,16 +248,23 @@ def _sweep(args: argparse.Namespace) -> int:
         plan = sw.plan(spec)
         with open(spec_path) as f:
             text = f.read()
+        if _distributed(args) and not (args.out or args.resume):
+            raise ValueError("several processes need one --out, the same for every process")
         out = args.resume or args.out or os.path.join(
             "sweeps", f"{os.path.splitext(os.path.basename(spec_path))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
+        processes = _join(args, [len(p.config.seeds) for p in plan.programs])
     except (ValueError, OSError) as err:
         return _fail("sweep", err)
+    from . import multihost
+
+    say = processes.main
     n_cells, n_programs = len(plan.cells), len(plan.programs)
     total = sum(p.config.iterations * len(p.cells) for p in plan.programs)
     done = sw.done_units(plan, out) if args.resume else 0
-    print(f"bidijax sweep: {n_cells} cells x {plan.seeds} seeds in {n_programs} program(s) -> {out}")
-    bar = Bar(total, "bidijax sweep", done=done, quiet=args.quiet)
+    if say:
+        print(f"bidijax sweep: {n_cells} cells x {plan.seeds} seeds in {n_programs} program(s) -> {out}")
+    bar = Bar(total, "bidijax sweep", done=done, quiet=args.quiet or not say)
     last: dict = {}
 
     def progress(program, rows, state):
@@ -267,13 +277,18 @@ def _sweep(args: argparse.Namespace) -> int:
                    f"{state.iteration}/{program.config.iterations} | eval success {ev}")  # fmt: skip
 
     try:
-        rows = sw.run(plan, out, resume=bool(args.resume), spec_text=text, progress=progress)
+        rows = sw.run(plan, out, resume=bool(args.resume), spec_text=text, progress=progress, processes=processes)
     except ValueError as err:
         return _fail("sweep", err)
+    except multihost.ProcessLost as err:  # another process died: stop now, not after JAX's heartbeat timeout
+        bar.close()
+        print(f"bidijax sweep: {err}", file=sys.stderr)
+        multihost.leave(EXIT_STOPPED)
     finally:
         bar.close()
-    print(to_markdown(rows), end="")
-    print(f"sweep directory: {out}")
+    if say:
+        print(to_markdown(rows), end="")
+        print(f"sweep directory: {out}")
     return 0
 
 
@@ -344,6 +359,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_process_flags(parser: argparse.ArgumentParser) -> None:
+    mh = parser.add_argument_group("several machines (jax.distributed; each process runs its block of lanes)")
+    mh.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
+    mh.add_argument("--num-processes", type=int, metavar="P", help="processes of the run (must divide the lanes)")
+    mh.add_argument("--process-id", type=int, metavar="p", help="this process, 0 .. P-1 (process 0 writes the directory)")
+    mh.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
+                    help="how long a silent process is waited for before the others abort (default: %(default)s)")  # fmt: skip
+    mh.add_argument("--distributed", action="store_true",
+                    help="join jax.distributed with what it detects (SLURM, JAX_COORDINATOR_ADDRESS, ...)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="bidijax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -353,14 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--run-dir", help="run directory to create (default: runs/<arm>-<teacher>-<time>)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     tr.add_argument("--quiet", action="store_true", help="no progress lines")
-    mh = tr.add_argument_group("several machines (jax.distributed; each process runs its block of lanes)")
-    mh.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
-    mh.add_argument("--num-processes", type=int, metavar="P", help="processes of the run (must divide the lanes)")
-    mh.add_argument("--process-id", type=int, metavar="p", help="this process, 0 .. P-1 (process 0 writes the run directory)")
-    mh.add_argument("--heartbeat-timeout", type=int, default=100, metavar="SECONDS",
-                    help="how long a silent process is waited for before the others abort (default: %(default)s)")  # fmt: skip
-    mh.add_argument("--distributed", action="store_true",
-                    help="join jax.distributed with what it detects (SLURM, JAX_COORDINATOR_ADDRESS, ...)")  # fmt: skip
+    _add_process_flags(tr)
     _add_config_flags(tr)
 
     sw = sub.add_parser("sweep", help="a grid of settings x seeds: vmapped in one program where only numbers change")
@@ -368,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--out", default=None, help="sweep directory to create (default: sweeps/<spec>-<time>)")
     sw.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR (finished programs are skipped)")
     sw.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_process_flags(sw)
 
     pl = sub.add_parser("plot", help="learning curves of runs as PNG files")
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

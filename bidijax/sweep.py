@@ -30,7 +30,9 @@ column per swept field, every column ``train`` writes) and ``summary.csv`` / ``s
 (``bidijax.report``: IQM and mean with 95% stratified bootstrap CIs, one row per cell).
 Resuming skips finished programs and continues an interrupted one from its last checkpoint; a
 changed spec is refused with the first difference. Everything is checked before the directory
-is created.
+is created. A sweep can span several ``jax.distributed`` processes (``bidijax sweep --coordinator
+... --num-processes P --process-id p``): each program's lanes are split over them as a ``train``
+run's are, and process 0 writes the sweep directory.
 """
 
 from __future__ import annotations
@@ -195,48 +197,69 @@ def plan(spec: dict) -> Sweep:
 # running
 
 
-def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None = None, progress=None) -> list[dict]:
+def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None = None, progress=None,
+        processes=None) -> list[dict]:  # fmt: skip
     """Run (or continue) ``sweep`` in ``out_dir``; returns the summary rows.
 
     ``progress(program, rows, state)`` is called after every iteration of every program.
+    ``processes`` (default: ``multihost.current()``): in a sweep of several ``jax.distributed``
+    processes each one calls ``run`` alike; every program's lanes are split over them as in
+    ``train``, and only process 0 creates, locks and writes the sweep directory (the others
+    return no rows).
     """
+    from . import multihost
     from .loop import train
 
+    processes = processes or multihost.current()
     resolved = json.loads(json.dumps(sweep.resolved()))
-    if resume:
-        path = os.path.join(out_dir, RESOLVED)
-        if not os.path.isfile(path):
-            raise ValueError(f"{out_dir!r} is not a sweep directory (no {RESOLVED})")
-        with open(path) as f:
-            saved = json.load(f)
-        if isinstance(saved.get("base"), dict):  # fields added to bidijax since: their defaults
-            saved["base"] = json.loads(json.dumps(cfg.to_dict(cfg.from_dict(saved["base"]))))
-        diff = cfg.first_difference(saved, resolved, "the sweep directory")
-        if diff:
-            raise ValueError(f"the spec differs from the sweep directory's ({diff}); a sweep directory keeps its spec")
-    elif os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise ValueError(f"sweep directory {out_dir!r} already exists; use --resume {out_dir} or another --out")
-    created = not os.path.exists(out_dir)
+    error, held, created = None, None, False
     try:
-        os.makedirs(os.path.join(out_dir, "programs"), exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"cannot create sweep directory {out_dir!r}: {err.strerror}") from None
-    held = rundir.lock(out_dir)
+        for program in sweep.programs:
+            multihost.check(len(program.config.seeds), processes.count, processes.index)
+        if resume:
+            path = os.path.join(out_dir, RESOLVED)
+            if not os.path.isfile(path):
+                raise ValueError(f"{out_dir!r} is not a sweep directory (no {RESOLVED})")
+            with open(path) as f:
+                saved = json.load(f)
+            if isinstance(saved.get("base"), dict):  # fields added to bidijax since: their defaults
+                saved["base"] = json.loads(json.dumps(cfg.to_dict(cfg.from_dict(saved["base"]))))
+            diff = cfg.first_difference(saved, resolved, "the sweep directory")
+            if diff:
+                raise ValueError(f"the spec differs from the sweep directory's ({diff}); a sweep directory keeps its spec")
+        elif processes.main and os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+            raise ValueError(f"sweep directory {out_dir!r} already exists; use --resume {out_dir} or another --out")
+        if processes.main:
+            created = not os.path.exists(out_dir)
+            try:
+                os.makedirs(os.path.join(out_dir, "programs"), exist_ok=True)
+            except OSError as err:
+                raise ValueError(f"cannot create sweep directory {out_dir!r}: {err.strerror}") from None
+            held = rundir.lock(out_dir)
+            if not resume:
+                rundir.write_atomic(os.path.join(out_dir, RESOLVED), json.dumps(resolved, indent=2))
+                if spec_text is not None:
+                    rundir.write_atomic(os.path.join(out_dir, SPEC), spec_text)
+    except BaseException as err:  # noqa: BLE001 - every process must hear of it before it is raised
+        error = err
+    if processes.many and not multihost.agree(error is None)[0] and error is None:
+        error = ValueError("another process of the sweep failed to start (its own output says why); stopped")
     try:
-        if not resume:
-            rundir.write_atomic(os.path.join(out_dir, RESOLVED), json.dumps(resolved, indent=2))
-            if spec_text is not None:
-                rundir.write_atomic(os.path.join(out_dir, SPEC), spec_text)
+        if error is not None:
+            raise error
         for program in sweep.programs:
             d = os.path.join(out_dir, "programs", program.name)
             if rundir.finished(d, program.config.iterations, len(program.config.seeds)):
                 continue
             again = rundir.is_run_dir(d) and rundir.latest_checkpoint(d) is not None
-            if os.path.exists(d) and not again:  # started, killed before its first checkpoint
+            if processes.main and os.path.exists(d) and not again:  # started, killed before its first checkpoint
                 shutil.rmtree(d)
             hook = None if progress is None else (lambda rows, state, p=program: progress(p, rows, state))
-            train(program.config, d, resume=again, on_iteration=hook)
-            write_tidy(sweep, out_dir)
+            train(program.config, d, resume=again, on_iteration=hook, processes=processes)
+            if processes.main:
+                write_tidy(sweep, out_dir)
+        if not processes.main:
+            return []
         write_tidy(sweep, out_dir)
         return write_report(sweep, out_dir)
     except BaseException:
@@ -246,7 +269,8 @@ def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None 
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing of value yet
         raise
     finally:
-        os.close(held)
+        if held is not None:
+            os.close(held)
 
 
 def done_units(sweep: Sweep, out_dir: str) -> int:

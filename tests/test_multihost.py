@@ -4,7 +4,8 @@ run directory; bad process flags get one line.
 
 Two worker processes (started once, concurrently with the one-process reference run in this
 process) run: the ppo and one_way arms through ``bidijax train --coordinator ...`` (4 seeds, 2
-per process), then a one_way run killed after iteration 1 and resumed from its directory.
+per process), a ``bidijax sweep`` of two programs, then a one_way run killed after iteration 1 and
+resumed from its directory.
 """
 
 import json
@@ -17,7 +18,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from bidijax import config as cfg
 from bidijax import multihost, rundir
+from bidijax import sweep as sw
 from bidijax.loop import train
 from helpers import one_line_error, same
 from test_loop import cli_flags, comparable, tiny
@@ -34,6 +37,7 @@ WORKER = textwrap.dedent(
     out = {}
     for arm, arm_flags in arms.items():
         out[arm] = main(["train", f"--run-dir={tmp}/{arm}", *arm_flags, *flags])
+    out["sweep"] = main(["sweep", f"{tmp}/sweep.json", f"--out={tmp}/sweep", *flags])
 
     sys.path.insert(0, HERE)
     from test_loop import tiny, comparable, stopped_after_first
@@ -49,6 +53,14 @@ WORKER = textwrap.dedent(
 ).replace("HERE", repr(HERE))
 
 
+# two programs (arm), each with two cells (ppo.lr) x 2 seeds = 4 lanes: 2 per process
+SWEEP = {
+    "base": {k: v for k, v in cfg.to_dict(tiny("ppo", "oracle")).items() if k not in ("num_seeds", "seed", "cells")},
+    "seeds": 2,
+    "grid": {"arm": ["ppo", "one_way"], "ppo.lr": [2.5e-4, 1e-3]},
+}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -62,6 +74,8 @@ def result(tmp_path_factory):
     env.pop("XLA_FLAGS", None)
     port = str(_free_port())
     arms = json.dumps({arm: cli_flags(tiny(arm, "oracle").replace(num_seeds=4)) for arm in ("ppo", "one_way")})
+    with open(os.path.join(tmp, "sweep.json"), "w") as f:
+        json.dump(SWEEP, f)
     workers = [
         subprocess.Popen([sys.executable, "-c", WORKER, str(p), port, tmp, arms], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env)  # fmt: skip
@@ -72,6 +86,7 @@ def result(tmp_path_factory):
         for arm in ("ppo", "one_way"):
             _, rows = train(tiny(arm, "oracle").replace(num_seeds=4), os.path.join(tmp, f"one-{arm}"))
             reference[arm] = comparable(rows)
+        sw.run(sw.plan(SWEEP), os.path.join(tmp, "one-sweep"))
         outs = [w.communicate(timeout=1500) for w in workers]
     finally:
         for w in workers:
@@ -113,6 +128,21 @@ def test_two_process_run_resumes_exactly(result):
     resumed = comparable(rundir.read_metrics(os.path.join(result["tmp"], "resumed")))
     uninterrupted = comparable(rundir.read_metrics(os.path.join(result["tmp"], "one_way")))
     assert resumed == uninterrupted
+
+
+def test_a_two_process_sweep_gives_the_one_process_sweep(result):
+    assert all(w["sweep"] == 0 for w in result["workers"])
+    two, one = (os.path.join(result["tmp"], d) for d in ("sweep", "one-sweep"))
+    rows = lambda d: comparable(rundir.read_metrics(d))  # the tidy metrics.csv: cell, swept values, seed, ...
+    assert len(rows(two)) == 2 * 2 * 2 * 2  # programs x cells x seeds x iterations
+    names = lambda d: [(r.pop("cell"), r.pop("arm")) for r in d]
+    got, want = rows(two), rows(one)
+    assert names(got) == names(want)
+    same(got, want)
+    assert sorted(os.listdir(os.path.join(two, "programs"))) == ["p00", "p01"]
+    assert {"summary.csv", "summary.md", "spec.yaml", "sweep.json"} <= set(os.listdir(two))
+    assert "cells x 2 seeds in 2 program(s)" in result["stdout"][0]
+    assert "cells x" not in result["stdout"][1]
 
 
 def test_one_process_refuses_a_two_process_checkpoint(result):
