@@ -25,6 +25,7 @@ Run: ``python benchmarks/loop_throughput.py`` (about 10 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -44,10 +45,13 @@ ARMS = {
     "bidirectional": lambda c: c,
     "overlap": lambda c: c.replace(overlap=True),
     "one_way": lambda c: c.replace(arm="one_way"),
+    # the "update less often" lever: fine-tune on every 4th update (the summed feedback)
+    "every4": lambda c: c.replace(teacher=dataclasses.replace(c.teacher, finetune=dataclasses.replace(c.teacher.finetune, update_every=4))),
     "ppo": lambda c: c.replace(arm="ppo"),
 }
 CHOICES = ", ".join(a for a in ARMS if a != "ppo")  # the arms compared with the ppo arm
-LABELS = {"ppo": "ppo arm", "bidirectional": "bidirectional", "overlap": "bidirectional, overlap", "one_way": "one_way"}
+LABELS = {"ppo": "ppo arm", "bidirectional": "bidirectional", "overlap": "bidirectional, overlap", "one_way": "one_way",
+          "every4": "bidirectional, update_every=4"}
 
 
 def measure(config: cfg.TrainConfig, iterations: int, skip: int, names: list[str]) -> dict:

@@ -36,6 +36,14 @@ def _fail(prog: str, err: Exception) -> int:
     return EXIT_STOPPED if isinstance(err, DiskFull) else EXIT_BAD_INPUT
 
 
+def _lost(prog: str, err: Exception) -> None:
+    """Another process of the run died: one line, and exit now (code 1), not after JAX's heartbeat timeout."""
+    from . import multihost
+
+    print(f"bidijax {prog}: {err}", file=sys.stderr)
+    multihost.leave(EXIT_STOPPED)
+
+
 # ---------------------------------------------------------------------------------------------
 # flags from the config dataclasses
 
@@ -185,9 +193,8 @@ def _train(args: argparse.Namespace) -> int:
         _, rows = train(config, run_dir, resume=bool(args.resume), on_iteration=progress, processes=processes)
     except ValueError as err:
         return _fail("train", err)
-    except multihost.ProcessLost as err:  # another process died: stop now, not after JAX's heartbeat timeout
-        print(f"bidijax train: {err}", file=sys.stderr)
-        multihost.leave(EXIT_STOPPED)
+    except multihost.ProcessLost as err:
+        _lost("train", err)
     if say:
         print(summary(rows, config, time.perf_counter() - start))
         print(f"run directory: {run_dir}")
@@ -280,10 +287,9 @@ def _sweep(args: argparse.Namespace) -> int:
         rows = sw.run(plan, out, resume=bool(args.resume), spec_text=text, progress=progress, processes=processes)
     except ValueError as err:
         return _fail("sweep", err)
-    except multihost.ProcessLost as err:  # another process died: stop now, not after JAX's heartbeat timeout
+    except multihost.ProcessLost as err:
         bar.close()
-        print(f"bidijax sweep: {err}", file=sys.stderr)
-        multihost.leave(EXIT_STOPPED)
+        _lost("sweep", err)
     finally:
         bar.close()
     if say:

@@ -172,11 +172,21 @@ def test_render_reads_the_part_of_the_process_that_ran_the_lane(result, tmp_path
     (["--num-processes=3", "--process-id=0"], "num_processes=3 does not divide the 4 lanes"),
     (["--num-processes=2", "--process-id=2"], "process_id=2 must lie in [0, 2)"),
     (["--num-processes=2"], "give --num-processes and --process-id together"),
+    (["--num-processes=2", "--process-id=0", "--heartbeat-timeout=0"], "--heartbeat-timeout=0 must be >= 1 second"),
 ])  # fmt: skip
 def test_bad_process_flags_are_one_line(tmp_path, capsys, flags, message):
     argv = ["train", f"--run-dir={tmp_path / 'run'}", "--coordinator=localhost:1", *cli_flags(tiny().replace(num_seeds=4)), *flags]
     one_line_error(capsys, argv, message)  # refused before joining jax.distributed
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_bad_sweep_process_flags_are_one_line(tmp_path, capsys):
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps(SWEEP))  # programs of 2 cells x 2 seeds = 4 lanes
+    flags = ["--coordinator=localhost:1", "--num-processes=3", "--process-id=0"]
+    one_line_error(capsys, ["sweep", str(spec), f"--out={tmp_path / 'out'}", *flags], "num_processes=3 does not divide the 4 lanes")
+    one_line_error(capsys, ["sweep", str(spec), *flags], "several processes need one --out")
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_lane_blocks():
