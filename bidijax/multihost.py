@@ -90,8 +90,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                heartbeat_timeout: int = 100) -> Processes:  # fmt: skip
     """Join (once) the run's ``jax.distributed`` processes; returns this process's place.
 
-    With no arguments JAX detects the cluster (SLURM, ...) or reads ``JAX_COORDINATOR_ADDRESS``,
-    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``. CPU collectives go through gloo. Must run before
+    With no arguments JAX detects the cluster (SLURM, Open MPI, Kubernetes, mpi4py); a missing
+    ``coordinator`` is read from ``JAX_COORDINATOR_ADDRESS``. CPU collectives go through gloo. Must run before
     any JAX computation. ``heartbeat_timeout`` (seconds): how long JAX's coordination service
     waits for a silent process (a frozen or unreachable machine) before it aborts the others.
     """
