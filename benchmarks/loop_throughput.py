@@ -64,7 +64,8 @@ def measure(config: cfg.TrainConfig, iterations: int, skip: int, names: list[str
     for c in arms.values():
         loop = Loop(c.replace(teacher=oracle))
         s, _ = loop.warmup(loop.init())
-        loop.step(loop.step(s)[0])
+        s, _ = loop.step(loop.step(s)[0])
+        loop.evaluate(s.runners, 0)  # the student evaluation's program too (every eval_every iterations)
     loops = {name: Loop(c) for name, c in arms.items()}
     states, times, warm = {}, {n: [] for n in arms}, {}
     for name, loop in loops.items():
