@@ -105,8 +105,9 @@ class TrainConfig:
     action_set: str = "minigrid"
     tensorboard: bool = False
     wandb: bool = False
-    #: local devices the lanes (seeds x cells) are split over: 0 = the most that divide the lanes
-    #: (3 lanes on 4 devices: 3); 1 = one device, no sharding; n = n devices (must divide the lanes)
+    #: local devices the run is split over, lanes (seeds x cells) first, then each lane's envs when
+    #: the lanes are fewer (``student.device_grid``): 0 = as many as divide evenly (4 lanes on 4
+    #: devices: 4 x 1; 3 lanes x 64 envs: 1 x 4; 2 lanes: 2 x 2); 1 = one device; n = exactly n
     devices: int = 0
     #: share of a GPU's memory JAX preallocates when a torch teacher runs on the same GPU (the rest
     #: is torch's; ``bidijax.gpu_memory``); ignored on CPUs and when the environment sets XLA's own
@@ -199,7 +200,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if not 0 < config.jax_gpu_memory_fraction < 1:
         raise ValueError(f"jax_gpu_memory_fraction={config.jax_gpu_memory_fraction} must lie strictly between 0 and 1")
     if config.devices < 0:
-        raise ValueError(f"devices={config.devices} must be >= 0 (0: every local device that divides the lanes)")
+        raise ValueError(f"devices={config.devices} must be >= 0 (0: as many local devices as the lanes and envs divide)")
     if not 0 <= config.seed < 2**31 - config.num_seeds:
         raise ValueError(f"seed={config.seed} must lie in [0, 2**31 - num_seeds)")
     need_rows = config.ppo.miss_buffer_size or config.ppo.num_envs * config.ppo.num_steps

@@ -49,8 +49,8 @@ from . import config as cfg
 from . import hints as hn
 from . import gpu_memory, loggers, multihost, rundir, teaching
 from .envs import make
-from .student import (EVAL_COLUMNS, TRACED, PPOConfig, eval_key, hyper_of, lane_devices, make_evaluate, make_train,
-                      seed_mesh, shard_seeds, vmap_seeds)
+from .student import (EVAL_COLUMNS, TRACED, PPOConfig, device_grid, eval_key, hyper_of, make_evaluate, make_train,
+                      seed_mesh, shard_runners, shard_seeds, vmap_seeds)
 
 #: metric columns that measure wall-clock time (they differ between otherwise identical runs)
 TIMING_COLUMNS = ("wall_s", "student_s", "teacher_s", "eval_s", "frames_per_s")
@@ -109,8 +109,8 @@ class Loop:
         # the lanes this loop runs (indices into ``config.seeds``): all, or one process's block
         self.lanes = list(range(len(config.seeds))) if lanes is None else list(lanes)
         self.seeds = [config.seeds[lane] for lane in self.lanes]
-        n = lane_devices(len(self.seeds), config.devices, len(jax.local_devices()))
-        self.mesh = seed_mesh(n) if n > 1 else None  # None: every lane on the default device
+        grid = device_grid(len(self.seeds), config.ppo.num_envs, config.devices, len(jax.local_devices()))
+        self.mesh = seed_mesh(*grid) if grid != (1, 1) else None  # None: every lane on the default device
         overrides = tuple(sorted(config.env_overrides.items()))
         self.env, self._init, self._update, self._warm, self._evaluate, (self._rollout, self._learn) = _compiled(
             config.env_id, overrides, _program(config.ppo), config.eval_episodes
@@ -127,6 +127,11 @@ class Loop:
         device; free when it is already placed so)."""
         return tree if self.mesh is None else shard_seeds(tree, self.mesh)
 
+    def place_runners(self, runners):
+        """``place`` for the students: their environment states also split along the env axis
+        when the mesh has one (fewer lanes than devices)."""
+        return runners if self.mesh is None else shard_runners(runners, self.mesh)
+
     def tables_in(self, tables: list) -> hn.HintTable:
         """The seeds' tables stacked (``teaching.stack_tables``) and placed like the student."""
         return self.place(teaching.stack_tables(tables))
@@ -140,7 +145,7 @@ class Loop:
     def init(self) -> LoopState:
         """Fresh students (one per lane: seed id and cell) and empty tables; no warm-up yet."""
         keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
-        runners = self.place(self._init(keys, self.hypers()))  # initialised on one device, then split
+        runners = self.place_runners(self._init(keys, self.hypers()))  # initialised on one device, then split
         tables = [hn.empty(self.config.table_capacity, self.num_actions) for _ in self.seeds]
         return LoopState(0, runners, tables, self.teachers, [{} for _ in self.seeds])
 

@@ -1,5 +1,6 @@
 """The training loop split over 4 (forced host) devices gives every seed the numbers of the
-one-device run; the student stays sharded across iterations; checkpoints resume exactly and load
+one-device run, with the lanes split (4 seeds) or, when they are fewer than the devices, their
+environments too (3 seeds: 1 x 4, 2 seeds: 2 x 2); the student stays sharded across iterations; checkpoints resume exactly and load
 on any device count; ``devices`` is checked with one line.
 
 One subprocess (the device flag must be set before jax is imported) runs every case and prints
@@ -15,7 +16,7 @@ import textwrap
 import pytest
 
 from bidijax import config as cfg
-from bidijax.student import lane_devices
+from bidijax.student import device_grid
 from helpers import same
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,10 +34,11 @@ SCRIPT = textwrap.dedent(
     tmp = tempfile.mkdtemp(prefix="sharded-loop-")
     out = {}
 
-    def spread(runners):  # devices of every leaf, and whether every leaf is split on its lane axis
-        leaves = jax.tree.leaves(runners)
-        return sorted({len(x.sharding.device_set) for x in leaves}), all(
-            x.sharding.spec[0] == "seed" for x in leaves if hasattr(x.sharding, "spec"))
+    def spread(runners):  # devices of every leaf, and the blocks of lanes / envs each device holds
+        leaves, envs = jax.tree.leaves(runners), jax.tree.leaves(runners.timestep)
+        return dict(devices=sorted({len(x.sharding.device_set) for x in leaves}),
+                    lanes=sorted({x.sharding.shard_shape(x.shape)[0] for x in leaves}),
+                    envs=sorted({x.sharding.shard_shape(x.shape)[1] for x in envs}))
 
     def record(name, c, on_iteration=None, resume=False, run_dir=None):
         run_dir = run_dir or f"{tmp}/{name}"
@@ -51,8 +53,9 @@ SCRIPT = textwrap.dedent(
         out[f"{arm}-4"]["spreads"] = spreads
         record(f"{arm}-1", c.replace(devices=1))
 
-    # uneven: 3 lanes on 4 devices -> 3 devices
-    record("one_way-3", tiny("one_way", "oracle").replace(num_seeds=3))
+    # fewer lanes than devices: each lane's 8 environments are split too
+    record("one_way-3", tiny("one_way", "oracle").replace(num_seeds=3))  # 1 x 4 (3 does not divide 4)
+    record("ppo-2", tiny("ppo", "oracle").replace(num_seeds=2))  # 2 x 2
 
     # resume: killed after the checkpoint of iteration 1, resumed on 4 devices
     c = tiny("one_way", "oracle").replace(num_seeds=4)
@@ -64,7 +67,7 @@ SCRIPT = textwrap.dedent(
     one = rundir.load_checkpoint(ckpt, Loop(c.replace(devices=1)).init().runners)[1]
     four = rundir.load_checkpoint(ckpt, Loop(c).init().runners)[1]
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(one), jax.device_get(four))
-    out["load"] = dict(one=spread(one)[0], four=spread(four))
+    out["load"] = dict(one=spread(one), four=spread(four))
 
     errors = {}
     for devices in (3, 8):
@@ -91,32 +94,41 @@ def test_four_devices_give_each_seed_its_one_device_numbers(result, arm):
     sharded, plain = result[f"{arm}-4"], result[f"{arm}-1"]
     same(sharded["rows"], plain["rows"])
     assert [r["seed"] for r in sharded["rows"]] == [0, 1, 2, 3] * 2
-    assert sharded["spreads"] == [[[4], True]] * 2  # split over 4 devices after every iteration
-    assert plain["spread"][0] == [1]
+    # one lane per device, each with all 8 environments, after every iteration
+    assert sharded["spreads"] == [FOUR_BY_LANES] * 2
+    assert plain["spread"] == dict(devices=[1], lanes=[4], envs=[8])
 
 
-def test_three_seeds_on_four_devices_use_three(result):
-    uneven = result["one_way-3"]
-    assert uneven["spread"] == [[3], True]
-    # seeds are independent: the 3 seeds' rows are those of seeds 0..2 of the 4-seed run
-    same(uneven["rows"], [r for r in result["one_way-1"]["rows"] if r["seed"] < 3])
+FOUR_BY_LANES = dict(devices=[4], lanes=[1], envs=[8])
+
+
+@pytest.mark.parametrize("name, arm, seeds, blocks", [("one_way-3", "one_way", 3, dict(lanes=[3], envs=[2])),
+                                                      ("ppo-2", "ppo", 2, dict(lanes=[1], envs=[4]))])
+def test_fewer_lanes_than_devices_split_the_environments_too(result, name, arm, seeds, blocks):
+    # 3 lanes x 8 envs: all 3 lanes on each device, 2 envs each; 2 lanes: 1 lane and 4 envs each
+    assert result[name]["spread"] == dict(devices=[4], **blocks)
+    # seeds are independent and sharding changes no number: seeds 0..n-1 of the 4-seed one-device run
+    same(result[name]["rows"], [r for r in result[f"{arm}-1"]["rows"] if r["seed"] < seeds])
 
 
 def test_sharded_run_resumes_exactly_and_its_checkpoint_loads_anywhere(result):
     same(result["resumed"]["rows"], result["one_way-4"]["rows"], rtol=0, atol=0)
-    assert result["resumed"]["spread"] == [[4], True]
-    assert result["load"] == dict(one=[1], four=[[4], True])
+    assert result["resumed"]["spread"] == FOUR_BY_LANES
+    assert result["load"] == dict(one=dict(devices=[1], lanes=[4], envs=[8]), four=FOUR_BY_LANES)
 
 
 def test_devices_errors_are_one_line(result):
     errors = {int(k): v for k, v in result["errors"].items()}
-    assert "devices=3 does not divide the 4 lanes" in errors[3] and "\n" not in errors[3]
+    assert errors[3] == "devices=3 cannot split 4 lanes x 8 envs evenly (lanes, then envs, over devices); use 0 or one of 1, 2, 4"
     assert "devices=8 but this machine has 4 local device(s)" in errors[8]
 
 
-def test_lane_devices():
-    assert [lane_devices(lanes, 0, 4) for lanes in (1, 2, 3, 4, 5, 6, 8)] == [1, 2, 3, 4, 1, 3, 4]
-    assert lane_devices(4, 1, 4) == 1 and lane_devices(4, 2, 4) == 2 and lane_devices(3, 0, 1) == 1
+def test_device_grid():
+    # (lane devices, env devices): the most devices, then the most of them on lanes; no padding
+    assert [device_grid(lanes, 64, 0, 4) for lanes in (1, 2, 3, 4, 5, 6, 8)] == [(1, 4), (2, 2), (1, 4), (4, 1), (1, 4), (2, 2), (4, 1)]
+    assert device_grid(5, 6, 0, 4) == (1, 3) and device_grid(3, 1, 0, 4) == (3, 1) and device_grid(3, 64, 0, 1) == (1, 1)
+    assert device_grid(4, 64, 1, 4) == (1, 1) and device_grid(4, 64, 2, 4) == (2, 1) and device_grid(3, 64, 2, 4) == (1, 2)
     with pytest.raises(ValueError, match=r"^devices=-1 must be >= 0"):
         cfg.resolve(cfg.TrainConfig(devices=-1))
-
+    with pytest.raises(ValueError, match=r"^devices=3 cannot split 5 lanes x 4 envs evenly .* use 0 or one of 1, 2, 4$"):
+        device_grid(5, 4, 3, 4)

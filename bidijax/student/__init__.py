@@ -14,7 +14,7 @@ _WHERE = {
     "EVAL_COLUMNS": "evaluate", "eval_key": "evaluate", "make_evaluate": "evaluate",
     "ActorCritic": "networks",
     "Hyper": "ppo", "Rollout": "ppo", "RunnerState": "ppo", "Train": "ppo", "gae": "ppo", "hyper_of": "ppo", "make_train": "ppo",
-    "lane_devices": "seeds", "seed_mesh": "seeds", "shard_seeds": "seeds", "vmap_seeds": "seeds",
+    "device_grid": "seeds", "seed_mesh": "seeds", "shard_runners": "seeds", "shard_seeds": "seeds", "vmap_seeds": "seeds",
 }  # fmt: skip
 
 __all__ = sorted(_WHERE)
