@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -52,3 +54,22 @@ def same(a, b, rtol=1e-5, atol=1e-7):
         for k in ra:
             x, y = float(ra[k]), float(rb[k])
             assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rtol, abs_tol=atol), (k, ra, rb)
+
+
+def worker_env(**extra) -> dict:
+    """The environment of a worker process on this CPU: one JAX device (no forced device count)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+@contextlib.contextmanager
+def reaped(procs):
+    """Kill every process of ``procs`` still running when the block ends: a failed test leaves none behind."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

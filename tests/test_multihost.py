@@ -22,7 +22,7 @@ from bidijax import config as cfg
 from bidijax import multihost, rundir
 from bidijax import sweep as sw
 from bidijax.loop import train
-from helpers import one_line_error, same
+from helpers import one_line_error, reaped, same, worker_env
 from test_loop import cli_flags, comparable, tiny
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,8 +70,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("multihost"))
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = worker_env()
     port = str(_free_port())
     arms = json.dumps({arm: cli_flags(tiny(arm, "oracle").replace(num_seeds=4)) for arm in ("ppo", "one_way")})
     with open(os.path.join(tmp, "sweep.json"), "w") as f:
@@ -81,18 +80,13 @@ def result(tmp_path_factory):
                          text=True, env=env)  # fmt: skip
         for p in (0, 1)
     ]
-    try:
+    with reaped(workers):
         reference = {}  # the same runs in one process, meanwhile
         for arm in ("ppo", "one_way"):
             _, rows = train(tiny(arm, "oracle").replace(num_seeds=4), os.path.join(tmp, f"one-{arm}"))
             reference[arm] = comparable(rows)
         sw.run(sw.plan(SWEEP), os.path.join(tmp, "one-sweep"))
         outs = [w.communicate(timeout=1500) for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
     for w, (stdout, stderr) in zip(workers, outs):
         assert w.returncode == 0, stderr[-3000:]
     got = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]

@@ -260,3 +260,31 @@ def test_feistel_shuffle_is_a_random_partition():
     # neighbours land in the same minibatch (of 4) as often as any pair: 15 / 63
     same = (pos[:, :-1] // 16 == pos[:, 1:] // 16).mean()
     assert abs(same - 15 / 63) < 0.02
+
+
+def test_oracle_at_runs_the_bfs_up_to_the_last_filled_row_and_matches_it():
+    from bidijax.envs.oracle import oracle_actions
+    from bidijax.envs.scene import mission_of, scene_of
+    from bidijax.student import ppo
+
+    env = envs.make("BabyAI-GoToRedBallNoDists-v0")
+    T, E = 2, 150  # 300 steps: three chunks of 128
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), T * E)).state
+    scene, missions = jax.vmap(scene_of)(state), jax.vmap(mission_of)(state)
+    direct = np.asarray(jax.vmap(oracle_actions)(scene, missions))[:, :A]
+    assert direct.any(-1).mean() > 0.9  # the oracle has something to say on most steps
+    steps = lambda x: x.reshape((T, E) + x.shape[1:])
+    at = ppo._oracle_at((steps(scene.cells), steps(scene.agent_pos), steps(scene.agent_dir)), steps(missions), A)
+    src = np.random.default_rng(0).permutation(T * E)[:260]
+    cases = {
+        "all": np.ones(260, bool),
+        "prefix of 129": np.arange(260) < 129,
+        "sparse, last at 250": (np.arange(260) % 3 == 1) & (np.arange(260) <= 250),
+        "none": np.zeros(260, bool),
+    }
+    run = jax.jit(at)
+    for name, filled in cases.items():
+        np.testing.assert_array_equal(np.asarray(run(src, filled)), direct[src] & filled[:, None], err_msg=name)
+    # vmapped (as over seeds): each row of the batch as alone, the loop running to the longest
+    got = jax.jit(jax.vmap(at, in_axes=(None, 0)))(src, np.stack([cases["none"], cases["prefix of 129"]]))
+    np.testing.assert_array_equal(np.asarray(got), np.stack([direct[src] & f[:, None] for f in (cases["none"], cases["prefix of 129"])]))

@@ -13,7 +13,7 @@ import time
 
 from bidijax import rundir
 from bidijax.loop import train
-from helpers import same
+from helpers import reaped, same, worker_env
 from test_loop import cli_flags, comparable, tiny
 from test_multihost import _free_port
 
@@ -43,13 +43,7 @@ def _cli(pid: int, port: int, *flags: str) -> subprocess.Popen:
     code = "import sys; from bidijax.cli import main; sys.exit(main(sys.argv[1:]))"
     args = [*flags, f"--coordinator=localhost:{port}", "--num-processes=2", f"--process-id={pid}", "--quiet"]
     return subprocess.Popen([sys.executable, "-c", code, "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env())  # fmt: skip
-
-
-def _env() -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    return env
+                            text=True, env=worker_env())  # fmt: skip
 
 
 def test_a_dead_process_stops_the_run_cleanly_and_it_resumes(tmp_path):
@@ -58,18 +52,13 @@ def test_a_dead_process_stops_the_run_cleanly_and_it_resumes(tmp_path):
     port = _free_port()
     survivor = _cli(0, port, *cli_flags(c), f"--run-dir={run}")
     victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(port), run], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=_env())  # fmt: skip
-    _, reference = train(c, str(tmp_path / "one"))  # the uninterrupted run, meanwhile
-    try:
+                              stderr=subprocess.DEVNULL, env=worker_env())  # fmt: skip
+    with reaped([survivor, victim]):
+        _, reference = train(c, str(tmp_path / "one"))  # the uninterrupted run, meanwhile
         assert victim.wait(timeout=900) == -signal.SIGKILL
         died = time.time()
         _, err = survivor.communicate(timeout=600)
         waited = time.time() - died
-    finally:
-        for p in (survivor, victim):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert survivor.returncode == 1, err[-3000:]
     assert lines[-1].startswith("bidijax train: another process of the run stopped"), err[-3000:]
@@ -80,7 +69,7 @@ def test_a_dead_process_stops_the_run_cleanly_and_it_resumes(tmp_path):
     assert len(kept) in (8, 12)  # iterations 1-2 (and 3, if its rows were gathered before the loss)
     same(kept, comparable(reference)[: len(kept)])
     port = _free_port()
-    resumed = [_cli(p, port, f"--resume={run}") for p in (0, 1)]
-    outs = [p.communicate(timeout=900) for p in resumed]
+    with reaped([_cli(p, port, f"--resume={run}") for p in (0, 1)]) as resumed:
+        outs = [p.communicate(timeout=900) for p in resumed]
     assert [p.returncode for p in resumed] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     same(comparable(rundir.read_metrics(run)), comparable(reference))

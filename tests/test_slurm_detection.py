@@ -12,7 +12,7 @@ import sys
 
 from bidijax import rundir
 from bidijax.loop import train
-from helpers import same
+from helpers import reaped, same, worker_env
 from test_loop import cli_flags, comparable, tiny
 
 LOWEST = 65535 - 2**12 + 1  # JAX's SLURM coordinator port: job id % 4096 + this
@@ -35,19 +35,13 @@ def test_distributed_flag_reads_a_slurm_allocation(tmp_path):
     code = "import sys; from bidijax.cli import main; sys.exit(main(sys.argv[1:]))"
     procs = []
     for task in (0, 1):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost",
-                   SLURM_NTASKS="2", SLURM_PROCID=str(task), SLURM_LOCALID=str(task))  # fmt: skip
-        env.pop("XLA_FLAGS", None)
+        env = worker_env(SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2", SLURM_PROCID=str(task),
+                         SLURM_LOCALID=str(task))  # fmt: skip
         procs.append(subprocess.Popen([sys.executable, "-c", code, "train", *cli_flags(c), f"--run-dir={run}", "--distributed",
                                        "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))  # fmt: skip
-    try:
+    with reaped(procs):
         _, reference = train(c, str(tmp_path / "one"))  # meanwhile
         outs = [p.communicate(timeout=900) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     same(comparable(rundir.read_metrics(run)), comparable(reference))
     ckpt = rundir.latest_checkpoint(run)
