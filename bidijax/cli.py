@@ -25,15 +25,38 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (``bidijax train: ...``) and exit code 2."""
 
     def error(self, message):
-        print(f"{self.prog}: {message}", file=sys.stderr)
+        print(f"{self.prog}: {_one_line(message)}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _one_line(message: str, longest: int = 200) -> str:
+    """The first line of ``message``, every word longer than ``longest`` characters (a huge
+    argument echoed back) cut to its start and its length."""
+    words = (message.splitlines() or [""])[0].split(" ")
+    return " ".join(w if len(w) <= longest else f"{w[:40]}...({len(w):,} characters)" for w in words)
 
 
 def _fail(prog: str, err: Exception) -> int:
     from .rundir import DiskFull
 
-    print(f"bidijax {prog}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+    print(f"bidijax {prog}: {_one_line(str(err)) if str(err) else type(err).__name__}", file=sys.stderr)
     return EXIT_STOPPED if isinstance(err, DiskFull) else EXIT_BAD_INPUT
+
+
+def _interrupted(prog: str, directory: str, run_dir: str | None) -> int:
+    """Ctrl-C: one line saying what was kept and how to continue; exit code 130 (SIGINT's).
+    Whatever the interrupt cut (an iteration, a checkpoint, a row) is redone by ``--resume``."""
+    import os
+
+    from . import rundir
+
+    if not os.path.isdir(directory):  # interrupted while starting: nothing was created
+        print(f"bidijax {prog}: interrupted before the run started; nothing was kept", file=sys.stderr)
+        return 130
+    last = rundir.latest_checkpoint(run_dir) if run_dir else None
+    kept = f"its last checkpoint is {os.path.basename(last)}; " if last else ""
+    print(f"bidijax {prog}: interrupted; {kept}continue with --resume {directory}", file=sys.stderr)
+    return 130
 
 
 def _lost(prog: str, err: Exception) -> None:
@@ -170,6 +193,11 @@ def _train(args: argparse.Namespace) -> int:
             saved = rundir.read_config(args.resume)
             config = config_from_args(args, base=saved)
             run_dir = args.resume
+            last = rundir.resume_checkpoint(run_dir, len(config.seeds))
+            if last is not None and rundir.checkpoint_meta(last).get("iteration") == config.iterations:
+                print(f"bidijax train: {run_dir} is finished (all {config.iterations} iterations, every row in its metrics.csv); "
+                      "nothing to resume")
+                return 0
         else:
             config = config_from_args(args)
             if _distributed(args) and not args.run_dir:
@@ -195,6 +223,8 @@ def _train(args: argparse.Namespace) -> int:
         return _fail("train", err)
     except multihost.ProcessLost as err:
         _lost("train", err)
+    except KeyboardInterrupt:
+        return _interrupted("train", run_dir, run_dir)
     if say:
         print(summary(rows, config, time.perf_counter() - start))
         print(f"run directory: {run_dir}")
@@ -290,6 +320,9 @@ def _sweep(args: argparse.Namespace) -> int:
     except multihost.ProcessLost as err:
         bar.close()
         _lost("sweep", err)
+    except KeyboardInterrupt:
+        bar.close()
+        return _interrupted("sweep", out, None)
     finally:
         bar.close()
     if say:

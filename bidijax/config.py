@@ -191,6 +191,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
         _check_choice(f"hint_mode for the {config.arm} arm", config.hint_mode, allowed)
     _check_choice("action_set", config.action_set, tuple(ACTION_SETS))
     _check_choice("teacher_faults", config.teacher_faults, ("stop", "skip"))
+    if config.arm != "ppo" and config.env_id.startswith("gymnax:"):
+        raise ValueError(f"arm={config.arm!r} needs a grid world whose situations a teacher can read (BabyAI-* or Navix-* ids), "
+                         f"not {config.env_id!r}; gymnax environments run with --arm ppo")
     if config.action_set != "minigrid" and not config.env_id.startswith("BabyAI-"):
         raise ValueError(f"action_set={config.action_set!r} applies to BabyAI levels only, not {config.env_id!r}")
     _check_cells(config)
@@ -388,16 +391,22 @@ def load_file(path: str) -> dict:
             text = f.read()
     except OSError as err:
         raise ValueError(f"cannot read config file {path!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path!r} is not text (UTF-8): a YAML or JSON file of settings is expected") from None
+    if not text.strip():
+        raise ValueError(f"config file {path!r} is empty: it must hold a mapping of settings (e.g. iterations: 10)")
     try:
         if path.endswith((".yaml", ".yml")):
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text)
         else:
             data = json.loads(text)
     except Exception as err:
         raise ValueError(f"config file {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
                          f"{str(err).splitlines()[0]}") from None
+    if data is None:  # comments only
+        raise ValueError(f"config file {path!r} holds no settings: it must hold a mapping of settings (e.g. iterations: 10)")
     if not isinstance(data, dict):
         raise ValueError(f"config file {path!r} must hold a mapping, got {type(data).__name__}")
     return data

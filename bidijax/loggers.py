@@ -78,10 +78,21 @@ def check_loggers(config) -> None:
 
 
 def make_loggers(config, run_dir: str, config_dict: dict) -> list:
+    """The sinks ``config`` asks for, started; a sink that cannot start (W&B without a login, say)
+    is one ``ValueError`` line naming it, and the sinks already started are closed."""
     check_loggers(config)
     sinks = []
-    if config.tensorboard:
-        sinks.append(TensorBoard(run_dir))
-    if config.wandb:
-        sinks.append(WandB(run_dir, config_dict))
+    wanted = [("--tensorboard", config.tensorboard, lambda: TensorBoard(run_dir)),
+              ("--wandb", config.wandb, lambda: WandB(run_dir, config_dict))]  # fmt: skip
+    for flag, on, start in wanted:
+        if not on:
+            continue
+        try:
+            sinks.append(start())
+        except Exception as err:  # noqa: BLE001 - the sink's own error, shown in one line
+            for sink in sinks:
+                sink.close()
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            hint = " (log in with `wandb login`, or set WANDB_MODE=offline)" if flag == "--wandb" else ""
+            raise ValueError(f"{flag}: the logger cannot start: {detail}{hint}") from None
     return sinks

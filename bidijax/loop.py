@@ -287,7 +287,7 @@ def train(
     gpu_memory.configure(config)  # before JAX's backend starts, if it has not (the CLI did it first)
     processes = processes or multihost.current()
     lanes = multihost.lane_block(len(config.seeds), processes)
-    error, held, created, started = None, None, False, None
+    error, held, created, started, sinks = None, None, False, None, []
     try:
         if os.path.exists(run_dir) and not os.path.isdir(run_dir):
             raise ValueError(f"run directory {run_dir!r} is an existing file, not a directory")
@@ -312,6 +312,8 @@ def train(
                 raise ValueError(f"run directory {run_dir!r} already exists and is not empty; use --resume or another --run-dir")
             if not resume:
                 rundir.write_config(run_dir, cfg.to_dict(loop.config))
+        if processes.main:  # before anything is computed: a sink that cannot start stops the run here
+            sinks = loggers.make_loggers(loop.config, run_dir, cfg.to_dict(loop.config))
         started = _start(loop, run_dir, resume, processes)
     except BaseException as err:  # noqa: BLE001 - every process must hear of it (below) before it is raised
         error = err
@@ -322,6 +324,8 @@ def train(
         elif error is None and len(set(iterations.tolist())) > 1:
             error = ValueError(f"the processes resumed from different checkpoints (iterations {iterations.tolist()})")
     if error is not None:
+        for sink in sinks:
+            sink.close()
         if held is not None:
             os.close(held)
         if created and not resume:
@@ -329,7 +333,6 @@ def train(
         raise error
     log, state = started
     try:
-        sinks = loggers.make_loggers(loop.config, run_dir, cfg.to_dict(loop.config)) if processes.main else []
         try:
             return _run(loop, state, run_dir, [log, *sinks] if log else sinks, on_iteration, processes)
         finally:
@@ -345,15 +348,18 @@ def _start(loop: Loop, run_dir: str, resume: bool, processes: multihost.Processe
     config = loop.config
     log = rundir.MetricsLog(run_dir) if processes.main else None
     state = loop.init()
-    ckpt = rundir.latest_checkpoint(run_dir) if resume else None
+    ckpt = rundir.resume_checkpoint(run_dir, len(config.seeds)) if resume else None
     if resume and processes.main:
         rundir.clean_partial(run_dir)
     if ckpt is not None:
-        meta, runners = rundir.load_checkpoint(ckpt, state.runners, processes)  # placed as ``state.runners``
-        like = None
-        if config.overlap and loop.teachers:
-            like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
-        tables, books, pending, carry = teaching.load(rundir.part_dir(ckpt, processes), loop.teachers, like)
+        try:
+            meta, runners = rundir.load_checkpoint(ckpt, state.runners, processes)  # placed as ``state.runners``
+            like = None
+            if config.overlap and loop.teachers:
+                like = jax.eval_shape(loop._update, runners, loop.tables_in(state.tables))[2]
+            tables, books, pending, carry = teaching.load(rundir.part_dir(ckpt, processes), loop.teachers, like)
+        except rundir.Damaged as err:
+            raise rundir.Damaged(f"{err}: checkpoint {ckpt!r} is damaged; remove that directory to resume from the one before") from None
         state = LoopState(int(meta["iteration"]), runners, tables, loop.teachers, books, pending, carry)
         if log:
             log.truncate(state.iteration)

@@ -54,14 +54,23 @@ def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
 
     ``run_dirs``: anything ``report.load_runs`` accepts (run, parent or sweep directories).
     """
+    out_dir = out_dir or run_dirs[0]
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir!r} is an existing file; plot writes learning_curves.png and teacher_agreement.png into a directory")
     cells = report.load_runs(run_dirs)
+    envs = {cell.name: cell.config.get("env_id") for cell in cells}
+    if len(set(envs.values())) > 1:
+        by_env = "; ".join(f"{env}: {', '.join(n for n, e in envs.items() if e == env)}" for env in dict.fromkeys(envs.values()))
+        raise ValueError(f"the runs are on different environments ({by_env}); plot each environment's runs apart")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = out_dir or run_dirs[0]
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create --out directory {out_dir!r}: {err.strerror}") from None
     paths = []
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -67,7 +67,9 @@ def draw_frame(scene, lines: list[str]):
     return img
 
 
-def _hint_text(probs: np.ndarray, hit: bool) -> str:
+def _hint_text(probs: np.ndarray, hit: bool, arm: str = "bidirectional") -> str:
+    if arm == "ppo":
+        return "no teacher (ppo arm)"
     if not hit:
         return "teacher: no hint (situation not in the table)"
     a = int(np.argmax(probs))
@@ -132,7 +134,7 @@ def render_run(run_dir: str, out: str | None = None, episodes: int = 3, seed_ind
                 lines = [
                     f"{mission}   (episode {done + 1}, step {int(ts.t)})",
                     f"student: {C.ACTION_STRINGS[int(traj.action[t, 0])]}",
-                    _hint_text(np.asarray(traj.teacher[t, 0]), bool(traj.hit[t, 0])),
+                    _hint_text(np.asarray(traj.teacher[t, 0]), bool(traj.hit[t, 0]), loop.config.arm),
                 ]
                 frames.append(draw_frame(scene, lines))
             ts = step(ts, traj.action[t, 0])

@@ -138,11 +138,36 @@ def write_config(run_dir: str, config: dict) -> None:
     write_atomic(os.path.join(run_dir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n", run_dir)
 
 
+class Damaged(ValueError):
+    """A file of a run directory that cannot be read back (truncated, corrupt, not what it should hold)."""
+
+
+@contextlib.contextmanager
+def reading(path: str):
+    """Turn the errors of reading ``path`` back (a truncated ``.npz``, broken JSON, a missing
+    entry, an unreadable file) into one ``Damaged`` line that names the file."""
+    import zipfile
+
+    try:
+        yield
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as err:
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise Damaged(f"{path!r} cannot be read back ({type(err).__name__}{': ' + detail if detail else ''})") from None
+
+
+def read_json(path: str, what: str = "a JSON object") -> dict:
+    """``path``'s JSON object; ``Damaged`` (one line naming the file) if it is not one."""
+    with reading(path), open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise Damaged(f"{path!r} must hold {what}, got a {type(data).__name__}")
+    return data
+
+
 def read_config(run_dir: str) -> dict:
     if not is_run_dir(run_dir):
         raise ValueError(f"{run_dir!r} is not a bidijax run directory (no {CONFIG})")
-    with open(os.path.join(run_dir, CONFIG)) as f:
-        return json.load(f)
+    return read_json(os.path.join(run_dir, CONFIG), "the run's config (a JSON object of settings)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +289,23 @@ def latest_checkpoint(run_dir: str) -> str | None:
         d for d in os.listdir(root) if d.startswith("it-") and os.path.isfile(os.path.join(root, d, "meta.json"))
     ) if os.path.isdir(root) else []
     return os.path.join(root, done[-1]) if done else None
+
+
+def resume_checkpoint(run_dir: str, lanes: int) -> str | None:
+    """The checkpoint a resume starts from: the newest complete one whose iterations all have
+    their ``lanes`` rows in metrics.csv. A row lost after its checkpoint was written (a torn last
+    line) would otherwise never be recomputed; the run then goes back to the checkpoint before
+    (``KEEP`` are kept), or to the start, and recomputes the same rows."""
+    root = _ckpt_root(run_dir)
+    done = sorted(d for d in os.listdir(root) if d.startswith("it-") and os.path.isfile(os.path.join(root, d, "meta.json"))) \
+        if os.path.isdir(root) else []  # fmt: skip
+    counts: dict[int, int] = {}
+    for r in read_metrics(run_dir):
+        counts[int(r["iteration"])] = counts.get(int(r["iteration"]), 0) + 1
+    for d in reversed(done):
+        if all(counts.get(i, 0) >= lanes for i in range(1, int(d[3:]) + 1)):
+            return os.path.join(root, d)
+    return None
 
 
 def clean_partial(run_dir: str) -> None:
@@ -398,7 +440,7 @@ def load_leaves(path: str, like):
     import numpy as np
 
     leaves, treedef = jax.tree.flatten(like)
-    with np.load(path) as z:
+    with reading(path), np.load(path) as z:
         if len(z.files) != len(leaves) or any(z[f"leaf_{j}"].shape != x.shape for j, x in enumerate(leaves)):
             raise ValueError(f"{path!r} does not hold this run's student state (another version or config)")
         return jax.tree.unflatten(treedef, [jax.device_put(z[f"leaf_{j}"].astype(x.dtype), x.sharding) for j, x in enumerate(leaves)])
@@ -406,8 +448,7 @@ def load_leaves(path: str, like):
 
 def checkpoint_meta(path: str) -> dict:
     """Checkpoint ``path``'s ``meta.json``: its iteration, seeds and (several processes) process count."""
-    with open(os.path.join(path, "meta.json")) as f:
-        return json.load(f)
+    return read_json(os.path.join(path, "meta.json"), "a checkpoint's metadata (a JSON object)")
 
 
 def load_checkpoint(path: str, runners_like, processes=None):

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import config as cfg
 from . import hints as hn
+from . import rundir
 from .envs import constants as C
 from .feedback import Feedback
 from .teacher.finetune import feedback_oracle_corr, most_visited, targets
@@ -378,7 +379,7 @@ def load(directory: str, teachers, feedback_like=None) -> tuple[list, list, Pend
     books = [{} for _ in tables]
     path = os.path.join(directory, "oracle.npz")
     if os.path.exists(path):
-        with np.load(path) as z:
+        with rundir.reading(path), np.load(path) as z:
             for i in range(len(tables)):
                 books[i] = {int(k): row for k, row in zip(z[f"keys_{i}"], z[f"oracle_{i}"])}
     pending = None
@@ -404,7 +405,7 @@ def load_carry(path: str, lanes: int) -> list | None:
     """The carry saved by ``save_carry`` (``lanes`` entries); ``None`` if the checkpoint has none."""
     if not os.path.exists(path):
         return None
-    with np.load(path) as z:
+    with rundir.reading(path), np.load(path) as z:
         return [
             (Feedback(**{name: z[f"{name}_{i}"] for name in _CARRIED}), z[f"keys_{i}"]) if f"keys_{i}" in z.files else None
             for i in range(lanes)
@@ -431,7 +432,7 @@ def load_pending(path: str, feedback_like) -> Pending | None:
     if not os.path.exists(path):
         return None
     treedef = jax.tree.structure(feedback_like)
-    with np.load(path) as z:
+    with rundir.reading(path), np.load(path) as z:
         leaves = [z[f"leaf_{j}"] for j in range(treedef.num_leaves)]
         keys = [z[f"keys_{i}"] for i in range(len([k for k in z.files if k.startswith("keys_")]))]
         return Pending(jax.tree.unflatten(treedef, leaves), keys, z["explained_variance"], int(z["update"]))
@@ -453,7 +454,7 @@ def load_tables(path: str) -> list:
     """The hint tables saved by ``save_tables``."""
     from .hints import HintTable
 
-    with np.load(path) as z:
+    with rundir.reading(path), np.load(path) as z:
         n = len([k for k in z.files if k.startswith("keys_")])
         return [
             HintTable(

@@ -50,11 +50,20 @@ def _first_line(err: BaseException) -> str:
 
 
 def _load(what: str, model: str, fn):
+    """``fn()``, its failure one ``ValueError`` line; the hub client's retry warnings (one per
+    attempt when offline) are held back, the final error says it all."""
+    import logging
+
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
     try:
         return fn()
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, ... with long texts
         where = "directory" if os.path.isdir(model) else "hub id"
         raise ValueError(f"cannot load the {what} of model {where} {model!r}: {_first_line(err)}") from None
+    finally:
+        hub.setLevel(level)
 
 
 class HFTeacher:
