@@ -4,7 +4,7 @@ The run's last checkpoint is restored (student parameters, environments, hint ta
 student's own rollout function plays on, and the first environment's steps are replayed through
 ``env.step`` to recover the full states. Each frame shows the whole grid (agent as a triangle),
 the mission, the student's action and the teacher's hint for that situation (or "no hint" when
-the situation is not in the table).
+the situation is not in the table; "no teacher" in a ppo run).
 """
 
 from __future__ import annotations
