@@ -6,17 +6,7 @@ when first used.
 
 from __future__ import annotations
 
-import importlib
+from bidijax.lazy import lazy_names
 
 __version__ = "0.1.0"
-_SUBMODULES = ("envs", "hints", "feedback", "student")
-
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'bidijax' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_SUBMODULES))
+__getattr__, __dir__ = lazy_names(__name__, {name: "" for name in ("envs", "hints", "feedback", "student")}, globals())

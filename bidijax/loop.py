@@ -24,12 +24,12 @@ own teacher and its own hint table; a run's seed gives the same numbers whicheve
 beside it. ``train`` drives a ``Loop`` with a run directory (``rundir``): config, metrics,
 atomic checkpoints, resume.
 
-Several devices: the lane axis of the student (``runners``) and of the stacked hint tables is split
-over ``config.devices`` local devices (``student.lane_devices``; by default the most that divide
-the lanes), so the jitted, vmapped functions run SPMD, one block of lanes per device, and the
-student stays sharded from one iteration to the next. Only metrics, feedback and misses reach the
-host; only the stacked tables (and evaluation keys) go to the devices. Sharding changes where
-lanes run, not their numbers.
+Several devices: the student's lanes (``runners``, the stacked hint tables) and, when there are
+fewer lanes than devices, its environments are split over ``config.devices`` local devices on a
+``("seed", "env")`` mesh (``student.device_grid``, ``student.shard_runners``), so the jitted,
+vmapped functions run SPMD and the student stays sharded from one iteration to the next. Only
+metrics, feedback and misses reach the host; only the stacked tables (and evaluation keys) go to
+the devices. Sharding changes where lanes run, not their numbers.
 """
 
 from __future__ import annotations

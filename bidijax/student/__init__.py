@@ -7,7 +7,7 @@ come first in a run of several processes.
 
 from __future__ import annotations
 
-import importlib
+from bidijax.lazy import lazy_names
 
 _WHERE = {
     "HINT_MODES": "config", "TRACED": "config", "PPOConfig": "config",
@@ -20,13 +20,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -10,8 +10,9 @@ The JAX layers never import this package.
 
 from __future__ import annotations
 
-import importlib
 import os
+
+from bidijax.lazy import lazy_names
 
 _LAZY = {
     "HFTeacher": "hf", "GPT2Teachers": "batched", "ScriptedTeacher": "scripted", "noisy_oracle": "scripted",
@@ -24,10 +25,5 @@ def default_model_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
 
-def __getattr__(name: str):
-    if name in _LAZY:  # JAX, torch and transformers load on first use
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["GPT2Teachers", "HFTeacher", "ScriptedTeacher", "default_model_path", "noisy_oracle", "oracle", "uniform"]
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
