@@ -20,9 +20,14 @@ sampled, ``--eval-episodes`` fresh episodes per seed) at the last iteration, IQM
 default teacher): the teacher arms use a teacher pretrained by ``experiments/pretrain_teacher.py
 --label-noise EPS`` into ``OUT/teacher-noise-EPS`` (once; reused when present). Its log and its
 held-out table (``teacher=oracle``: how often its argmax is an optimal action) are kept in
-``OUT/teacher-noise-EPS.log`` and ``OUT/teacher_quality.csv``. ``--extra-runs DIR ...`` adds
-finished run directories (e.g. a ``ppo`` arm, which no teacher affects) to the report, the tidy
-CSV and the curves. Each arm's wall time is appended to ``OUT/wall_time.csv``.
+``OUT/teacher-noise-EPS.log`` and ``OUT/teacher_quality.csv``.
+
+``--update-every K``: the learning teachers (``bidirectional``, ``teacher_only``) fine-tune on
+every K-th student update only, on the K updates' feedback summed
+(``teacher.finetune.update_every``; checked against the primary metric in README before use).
+``--extra-runs DIR ...`` adds finished run directories (e.g. a ``ppo`` arm, which no teacher
+affects) to the report, the tidy CSV and the curves. Each arm's wall time is appended to
+``OUT/wall_time.csv``.
 
     python experiments/paper_study.py --iterations 40 --seeds 16 --out experiments/results/study-40
     python experiments/paper_study.py --iterations 40 --seeds 16 --teacher-noise 0.6 \
@@ -64,6 +69,8 @@ def study_spec(args, arms: list[str], teacher: str | None = None) -> dict:
     )  # fmt: skip
     if teacher is not None:
         base["teacher"] = {"name": teacher}
+    if args.update_every != 1:  # the learning teachers fine-tune every k-th update
+        base.setdefault("teacher", {})["finetune"] = {"update_every": args.update_every}
     spec = {"base": base, "seeds": args.seeds, "grid": {"arm": list(arms)}, "metric": "eval_success"}
     if "one_way" in arms:
         spec["baseline"] = "arm=one_way"
@@ -153,7 +160,8 @@ def record_wall(out: str, step: str, seconds: float) -> None:
         w.writerow([time.strftime("%Y-%m-%d %H:%M:%S"), step, f"{seconds:.1f}"])
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The study's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="experiments/results/study-40")
     ap.add_argument("--iterations", type=int, default=40)
@@ -171,14 +179,30 @@ def main(argv=None) -> int:
     )  # fmt: skip
     ap.add_argument("--teacher-seed", type=int, default=0, help="--seed of the teacher's pretraining")
     ap.add_argument(
+        "--update-every", type=int, default=1, metavar="K",
+        help="the learning teachers fine-tune on every K-th student update, on the K updates' summed feedback "
+        "(teacher.finetune.update_every; default 1)",
+    )  # fmt: skip
+    ap.add_argument(
         "--extra-runs", nargs="*", default=[], metavar="DIR",
         help="finished run directories to include in the report (e.g. an existing ppo arm)",
     )  # fmt: skip
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
     bad = [a for a in arms if a not in ARMS]
     if bad:
         ap.error(f"unknown arm(s) {bad}; allowed: {', '.join(ARMS)}")
+    if args.update_every < 1:
+        ap.error(f"--update-every must be an integer >= 1, got {args.update_every}")
     if not (math.isfinite(args.teacher_noise) and 0.0 <= args.teacher_noise <= 1.0):
         ap.error(f"--teacher-noise must be a number in [0, 1], got {args.teacher_noise}")
     for d in args.extra_runs:

@@ -65,3 +65,22 @@ def test_the_study_is_a_sweep_that_resumes_and_refuses_a_changed_study(study, tm
     with open(os.path.join(out, "study.yaml")) as f:
         assert f.read() == spec  # the study's spec stays that of its runs
     assert all(rundir.finished(d, 2, 2) for d in study.arm_dirs(out).values())
+
+
+def test_update_every_reaches_the_learning_teachers_and_bad_values_are_refused(study, tmp_path, capsys):
+    from bidijax import sweep
+
+    def programs(extra):
+        args = study.parse_args(["--arms", "ppo,one_way,bidirectional,teacher_only", *extra])
+        planned = sweep.plan(study.study_spec(args, args.arms.split(",")))
+        return {p.config.arm: p.config.teacher.finetune.update_every for p in planned.programs}
+
+    assert programs(["--update-every", "4"]) == {"ppo": 4, "one_way": 4, "bidirectional": 4, "teacher_only": 4}
+    default = programs([])
+    assert default == {arm: 1 for arm in default}  # the default study's spec is unchanged
+    assert "finetune" not in study.study_spec(study.parse_args([]), ["bidirectional"]).get("base", {}).get("teacher", {})
+    for bad in ("0", "-2"):
+        with pytest.raises(SystemExit) as exit_:
+            study.main(["--update-every", bad, "--out", str(tmp_path / "s")])
+        assert exit_.value.code == 2 and f"--update-every must be an integer >= 1, got {bad}" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # refused before anything is written
