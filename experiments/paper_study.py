@@ -191,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The study's arguments, parsed (``main`` also checks their values)."""
     return parser().parse_args(argv)
 
 
