@@ -52,7 +52,7 @@ import time
 
 import yaml
 
-from bidijax import cli, report, rundir
+from bidijax import cli, report, rundir, sweep
 from bidijax import config as cfg
 from bidijax.plot import plot_runs
 
@@ -83,8 +83,8 @@ def arm_dirs(out: str) -> dict[str, str]:
     resolved = os.path.join(out, SWEEP, "sweep.json")
     if os.path.isfile(resolved):
         with open(resolved) as f:
-            sweep = json.load(f)
-        return {sweep["cells"][cells[0]]["arm"]: os.path.join(out, SWEEP, "programs", name) for name, cells in sweep["programs"]}
+            planned = json.load(f)
+        return {planned["cells"][cells[0]]["arm"]: os.path.join(out, SWEEP, "programs", name) for name, cells in planned["programs"]}
     return {a: os.path.join(out, a) for a in ARMS if rundir.is_run_dir(os.path.join(out, a))}
 
 
@@ -190,11 +190,6 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """The study's arguments, parsed (``main`` also checks their values)."""
-    return parser().parse_args(argv)
-
-
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
@@ -202,8 +197,10 @@ def main(argv=None) -> int:
     bad = [a for a in arms if a not in ARMS]
     if bad:
         ap.error(f"unknown arm(s) {bad}; allowed: {', '.join(ARMS)}")
-    if args.update_every < 1:
-        ap.error(f"--update-every must be an integer >= 1, got {args.update_every}")
+    try:  # every config value checked up front, with the config's own one-line errors
+        sweep.plan(study_spec(args, arms))
+    except ValueError as err:
+        ap.error(str(err))
     if not (math.isfinite(args.teacher_noise) and 0.0 <= args.teacher_noise <= 1.0):
         ap.error(f"--teacher-noise must be a number in [0, 1], got {args.teacher_noise}")
     for d in args.extra_runs:

@@ -71,15 +71,15 @@ def test_update_every_reaches_the_learning_teachers_and_bad_values_are_refused(s
     from bidijax import sweep
 
     def programs(extra):
-        args = study.parse_args(["--arms", "ppo,one_way,bidirectional,teacher_only", *extra])
+        args = study.parser().parse_args(["--arms", "ppo,one_way,bidirectional,teacher_only", *extra])
         planned = sweep.plan(study.study_spec(args, args.arms.split(",")))
         return {p.config.arm: p.config.teacher.finetune.update_every for p in planned.programs}
 
     assert programs(["--update-every", "4"]) == {"ppo": 4, "one_way": 4, "bidirectional": 4, "teacher_only": 4}
     assert programs([]) == {"ppo": 1, "one_way": 1, "bidirectional": 1, "teacher_only": 1}
-    assert "finetune" not in study.study_spec(study.parse_args([]), ["bidirectional"]).get("base", {}).get("teacher", {})
+    assert "finetune" not in study.study_spec(study.parser().parse_args([]), ["bidirectional"]).get("base", {}).get("teacher", {})
     for bad in ("0", "-2"):
         with pytest.raises(SystemExit) as exit_:
             study.main(["--update-every", bad, "--out", str(tmp_path / "s")])
-        assert exit_.value.code == 2 and f"--update-every must be an integer >= 1, got {bad}" in capsys.readouterr().err
+        assert exit_.value.code == 2 and f"update_every={bad} is not allowed; use an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()  # refused before anything is written
