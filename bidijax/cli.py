@@ -193,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
             saved = rundir.read_config(args.resume)
             config = config_from_args(args, base=saved)
             run_dir = args.resume
-            last = rundir.resume_checkpoint(run_dir, len(config.seeds))
+            last = rundir.resume_checkpoint(run_dir, config.num_lanes)
             if last is not None and rundir.checkpoint_meta(last).get("iteration") == config.iterations:
                 print(f"bidijax train: {run_dir} is finished (all {config.iterations} iterations, every row in its metrics.csv); "
                       "nothing to resume")
@@ -206,7 +206,7 @@ def _train(args: argparse.Namespace) -> int:
         from . import gpu_memory
 
         gpu_memory.configure(config)  # JAX's share of a GPU it shares with a torch teacher
-        processes = _join(args, [len(config.seeds)])  # before anything starts JAX's backend
+        processes = _join(args, [config.num_lanes])  # before anything starts JAX's backend
     except ValueError as err:
         return _fail("train", err)
     from . import multihost
@@ -290,7 +290,7 @@ def _sweep(args: argparse.Namespace) -> int:
         out = args.resume or args.out or os.path.join(
             "sweeps", f"{os.path.splitext(os.path.basename(spec_path))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        processes = _join(args, [len(p.config.seeds) for p in plan.programs])
+        processes = _join(args, [p.config.num_lanes for p in plan.programs])
     except (ValueError, OSError) as err:
         return _fail("sweep", err)
     from . import multihost

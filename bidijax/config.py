@@ -141,6 +141,11 @@ class TrainConfig:
         return len(next(iter(self.cells.values()))) if self.cells else 1
 
     @property
+    def num_lanes(self) -> int:
+        """Lanes of the program: ``num_seeds`` per cell (``len(seeds)``, without building the list)."""
+        return self.num_seeds * self.num_cells
+
+    @property
     def seeds(self) -> list[int]:
         """The seed id of every lane of the program (``num_seeds`` per cell, cell after cell)."""
         return list(range(self.seed, self.seed + self.num_seeds)) * self.num_cells
@@ -269,7 +274,7 @@ def memory_estimate(config: TrainConfig) -> int:
     and ~8 MiB for a small teacher with its optimiser; refused up front when beyond the machine."""
     p = config.ppo
     per_seed = 1024 * p.num_envs * p.num_steps + 4096 * p.num_envs + 40 * config.table_capacity + (8 << 20)
-    return int(len(config.seeds) * per_seed)
+    return int(config.num_lanes * per_seed)
 
 
 def _physical_memory() -> int:

@@ -107,7 +107,7 @@ class Loop:
     def __init__(self, config: cfg.TrainConfig, teachers=None, lanes: list[int] | None = None):
         self.config = config = cfg.resolve(config)
         # the lanes this loop runs (indices into ``config.seeds``): all, or one process's block
-        self.lanes = list(range(len(config.seeds))) if lanes is None else list(lanes)
+        self.lanes = list(range(config.num_lanes)) if lanes is None else list(lanes)
         self.seeds = [config.seeds[lane] for lane in self.lanes]
         grid = device_grid(len(self.seeds), config.ppo.num_envs, config.devices, len(jax.local_devices()))
         self.mesh = seed_mesh(*grid) if grid != (1, 1) else None  # None: every lane on the default device
@@ -286,7 +286,7 @@ def train(
     config = cfg.resolve(config)
     gpu_memory.configure(config)  # before JAX's backend starts, if it has not (the CLI did it first)
     processes = processes or multihost.current()
-    lanes = multihost.lane_block(len(config.seeds), processes)
+    lanes = multihost.lane_block(config.num_lanes, processes)
     error, held, created, started, sinks = None, None, False, None, []
     try:
         if os.path.exists(run_dir) and not os.path.isdir(run_dir):
@@ -348,7 +348,7 @@ def _start(loop: Loop, run_dir: str, resume: bool, processes: multihost.Processe
     config = loop.config
     log = rundir.MetricsLog(run_dir) if processes.main else None
     state = loop.init()
-    ckpt = rundir.resume_checkpoint(run_dir, len(config.seeds)) if resume else None
+    ckpt = rundir.resume_checkpoint(run_dir, config.num_lanes) if resume else None
     if resume and processes.main:
         rundir.clean_partial(run_dir)
     if ckpt is not None:

@@ -92,7 +92,7 @@ def load_lane(run_dir: str, seed_index: int):
     ckpt = rundir.latest_checkpoint(run_dir)
     if ckpt is None:
         raise ValueError(f"run directory {run_dir!r} has no checkpoint yet")
-    lanes = len(config.seeds)  # num_seeds per sweep cell
+    lanes = config.num_lanes  # num_seeds per sweep cell
     if not 0 <= seed_index < lanes:
         raise ValueError(f"seed index {seed_index} is out of range; the run has {lanes} seed(s)")
     count = int(rundir.checkpoint_meta(ckpt).get("processes", 1))

@@ -142,7 +142,7 @@ def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS, lan
     (JAX). Each lane gets its cell's numeric settings (``config.lane_teachers``). ``lanes``: only
     those lanes (indices into the run's seeds: one process's block), all by default."""
     tc = config.teacher
-    picked = range(len(config.seeds)) if lanes is None else lanes
+    picked = range(config.num_lanes) if lanes is None else lanes
     every = config.lane_teachers()
     lanes, seeds = [every[j] for j in picked], [config.seeds[j] for j in picked]
     if not config.uses_teacher:

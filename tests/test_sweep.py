@@ -219,7 +219,7 @@ def test_cells_config_is_checked():
     with pytest.raises(ValueError, match="gamma=1.5"):
         cfg.resolve(base.replace(cells={"ppo.gamma": [0.9, 1.5]}))
     c = cfg.resolve(base.replace(num_seeds=2, cells={"ppo.lr": [1e-3, 1e-4, 1e-5]}))
-    assert c.num_cells == 3 and c.seeds == [0, 1] * 3 and c.cell_ppo(2).lr == 1e-5
+    assert c.num_cells == 3 and c.seeds == [0, 1] * 3 and c.num_lanes == 6 and c.cell_ppo(2).lr == 1e-5
     with pytest.raises(ValueError, match="eps=1.5"):
         cfg.resolve(base.replace(cells={"teacher.eps": [0.1, 1.5]}))
     with pytest.raises(ValueError, match="lr=0.0"):
