@@ -399,6 +399,10 @@ def _closed_loop_filter(previous):
     return hook
 
 
+#: wall time a student checkpoint's write may take, suspensions of the process included
+SAVE_TIMEOUT_S = 7 * 24 * 3600
+
+
 def _save_student(path: str, runners) -> None:
     """The student through orbax. Orbax's threads log each write error (a full disk) at ERROR
     level with tracebacks, and the error is raised here as well: those logs are dropped while it
@@ -414,7 +418,9 @@ def _save_student(path: str, runners) -> None:
     if not getattr(hook, "bidijax_filter", False):
         sys.unraisablehook = _closed_loop_filter(hook)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        # orbax's default is to give up on a write after 20 min of wall time; a run suspended
+        # meanwhile (Ctrl-Z, SIGSTOP, a scheduler's suspend) then crashed when it woke up
+        with ocp.StandardCheckpointer(async_options=ocp.AsyncOptions(timeout_secs=SAVE_TIMEOUT_S)) as ckptr:
             ckptr.save(path, jax.device_put(runners, jax.local_devices()[0]))  # one device: any count loads it
             ckptr.wait_until_finished()
     except BaseException:
