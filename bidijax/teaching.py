@@ -144,7 +144,8 @@ def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS, lan
     tc = config.teacher
     picked = range(config.num_lanes) if lanes is None else lanes
     every = config.lane_teachers()
-    lanes, seeds = [every[j] for j in picked], [config.seeds[j] for j in picked]
+    ids = config.seeds  # built once: the property builds the whole list
+    lanes, seeds = [every[j] for j in picked], [ids[j] for j in picked]
     if not config.uses_teacher:
         return PerSeed([])
     if tc.scripted:
