@@ -255,3 +255,31 @@ def test_plot_runs_writes_pngs_with_sparse_eval_columns(tmp_path):
             assert im.format == "PNG" and im.size[0] > 300
     old = make_run(tmp_path / "old", old_names=True)  # no eval columns: the behaviour curves instead
     assert len(plot_runs([old], str(tmp_path / "plots_old"))) == 2
+
+
+def test_compact_results_keeps_eval_rows_and_the_same_summary(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compact_results", os.path.join(os.path.dirname(__file__), "..", "experiments", "compact_results.py")
+    )
+    compact = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compact)
+    curve = lambda s, it: min(1.0, 0.02 * it + 0.01 * s)  # noqa: E731
+    runs = [make_run(tmp_path / "study" / a, arm=a, seeds=range(4), iterations=60, eval_every=25, curve=curve) for a in ("ppo", "one_way")]
+    before = report.summarize(report.load_runs(runs), baseline="ppo", reps=200)
+    full = open(os.path.join(runs[0], "metrics.csv")).read()
+    assert compact.main([str(tmp_path / "study"), "--every", "25", "--edge", "3"]) == 0
+    assert open(os.path.join(runs[0], compact.FULL)).read() == full  # the full file is kept beside
+    its = sorted({int(r["iteration"]) for r in rundir.read_metrics(runs[0])})
+    assert its == [1, 2, 3, 25, 50, 58, 59, 60]
+    after = report.summarize(report.load_runs(runs), baseline="ppo", reps=200)
+    assert [r["iqm"] for r in after] == [r["iqm"] for r in before] and after[1]["poi"] == before[1]["poi"]
+    assert compact.main([str(tmp_path / "study"), "--every", "25", "--edge", "3"]) == 0  # idempotent
+    assert sorted({int(r["iteration"]) for r in rundir.read_metrics(runs[0])}) == its
+    with open(os.path.join(runs[0], "metrics.csv"), "a") as f:  # a row appended after compacting
+        f.write(full.splitlines()[-1] + "\n")
+    with pytest.raises(SystemExit):
+        compact.main([str(tmp_path / "study")])
+    with pytest.raises(SystemExit):
+        compact.main([str(tmp_path / "nowhere")])
