@@ -26,8 +26,8 @@ held-out table (``teacher=oracle``: how often its argmax is an optimal action) a
 every K-th student update only, on the K updates' feedback summed
 (``teacher.finetune.update_every``; checked against the primary metric in README before use).
 ``--extra-runs DIR ...`` adds finished run directories (e.g. a ``ppo`` arm, which no teacher
-affects) to the report, the tidy CSV and the curves. Each arm's wall time is appended to
-``OUT/wall_time.csv``.
+affects) to the report, the tidy CSV and the curves. Each arm's wall time, summed over the
+sittings that ran it, is appended to ``OUT/wall_time.csv`` when the arm finishes.
 
     python experiments/paper_study.py --iterations 40 --seeds 16 --out experiments/results/study-40
     python experiments/paper_study.py --iterations 40 --seeds 16 --teacher-noise 0.6 \
@@ -150,6 +150,15 @@ def write_rows(path: str, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def arm_wall_seconds(rows: list[dict]) -> float:
+    """An arm's wall time over every process that ran it. ``wall_s`` restarts at 0 in each
+    process (a resume), so this sums each process's last value, read on one seed's rows."""
+    seed = min(int(r["seed"]) for r in rows)
+    walls = [float(r["wall_s"]) for r in sorted(rows, key=lambda r: int(r["iteration"])) if int(r["seed"]) == seed]
+    total = sum(w for w, after in zip(walls, walls[1:]) if after < w)
+    return total + walls[-1]
+
+
 def record_wall(out: str, step: str, seconds: float) -> None:
     path = os.path.join(out, "wall_time.csv")
     new = not os.path.isfile(path)
@@ -236,7 +245,7 @@ def main(argv=None) -> int:
     dirs, walls = [by_arm[a] for a in arms], {}
     for arm in arms:
         if not done.get(arm):
-            walls[arm] = max(float(r["wall_s"]) for r in rundir.read_metrics(by_arm[arm]))
+            walls[arm] = arm_wall_seconds(rundir.read_metrics(by_arm[arm]))
             record_wall(args.out, arm, walls[arm])
     extra_arms = [rundir.read_config(d).get("arm", os.path.basename(os.path.normpath(d))) for d in args.extra_runs]
     arms, dirs = extra_arms + arms, list(args.extra_runs) + dirs
@@ -258,7 +267,7 @@ def main(argv=None) -> int:
         print("\n".join(paths))
     print("\n".join(plot_runs(dirs, args.out)))
     if walls:
-        print("wall time this invocation: " + ", ".join(f"{a} {w:.0f} s" for a, w in walls.items()))
+        print("wall time (all sittings): " + ", ".join(f"{a} {w:.0f} s" for a, w in walls.items()))
     return 0
 
 

@@ -67,6 +67,14 @@ def test_the_study_is_a_sweep_that_resumes_and_refuses_a_changed_study(study, tm
     assert all(rundir.finished(d, 2, 2) for d in study.arm_dirs(out).values())
 
 
+def test_arm_wall_time_sums_the_sittings_of_a_resumed_arm(study):
+    def rows(walls):  # two seeds; wall_s restarts when a process resumes the arm
+        return [{"iteration": i, "seed": s, "wall_s": w} for s in (1, 0) for i, w in reversed(list(enumerate(walls, 1)))]
+
+    assert study.arm_wall_seconds(rows([5.0, 9.0, 12.0])) == 12.0
+    assert study.arm_wall_seconds(rows([5.0, 9.0, 2.0, 6.0, 1.0])) == 9.0 + 6.0 + 1.0
+
+
 def test_update_every_reaches_the_learning_teachers_and_bad_values_are_refused(study, tmp_path, capsys):
     from bidijax import sweep
 
