@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
+
+from bidijax import rundir
 
 FULL = "metrics.full.csv"
 
@@ -46,12 +49,11 @@ def compact(path: str, every: int, edge: int) -> tuple[int, int]:
     kept = keep_rows(rows, every, edge)
     if os.path.exists(path) and len(_read(path)[1]) != len(kept):  # rows appended after compacting
         raise ValueError(f"{path} does not match the compact rows of {FULL} beside it; merge them first")
-    tmp = path + ".partial"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(kept)
+    rundir.write_atomic(path, text.getvalue())
     return len(kept), len(rows)
 
 
