@@ -150,6 +150,10 @@ class TrainConfig:
         """The seed id of every lane of the program (``num_seeds`` per cell, cell after cell)."""
         return list(range(self.seed, self.seed + self.num_seeds)) * self.num_cells
 
+    def seed_of(self, lane: int) -> int:
+        """The seed id of lane ``lane`` (``seeds[lane]``, without building the list)."""
+        return self.seed + lane % self.num_seeds
+
     def cell_values(self, cell: int) -> dict:
         """``{field: value}`` of cell ``cell`` (empty without ``cells``)."""
         return {name: values[cell] for name, values in self.cells.items()}

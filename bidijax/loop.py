@@ -108,8 +108,7 @@ class Loop:
         self.config = config = cfg.resolve(config)
         # the lanes this loop runs (indices into ``config.seeds``): all, or one process's block
         self.lanes = list(range(config.num_lanes)) if lanes is None else list(lanes)
-        every = config.seeds  # built once: the property builds the whole list
-        self.seeds = [every[lane] for lane in self.lanes]
+        self.seeds = [config.seed_of(lane) for lane in self.lanes]
         grid = device_grid(len(self.seeds), config.ppo.num_envs, config.devices, len(jax.local_devices()))
         self.mesh = seed_mesh(*grid) if grid != (1, 1) else None  # None: every lane on the default device
         overrides = tuple(sorted(config.env_overrides.items()))

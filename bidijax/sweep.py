@@ -215,7 +215,7 @@ def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None 
     error, held, created = None, None, False
     try:
         for program in sweep.programs:
-            multihost.check(len(program.config.seeds), processes.count, processes.index)
+            multihost.check(program.config.num_lanes, processes.count, processes.index)
         if resume:
             path = os.path.join(out_dir, RESOLVED)
             if not os.path.isfile(path):
@@ -249,7 +249,7 @@ def run(sweep: Sweep, out_dir: str, resume: bool = False, spec_text: str | None 
             raise error
         for program in sweep.programs:
             d = os.path.join(out_dir, "programs", program.name)
-            if rundir.finished(d, program.config.iterations, len(program.config.seeds)):
+            if rundir.finished(d, program.config.iterations, program.config.num_lanes):
                 continue
             again = rundir.is_run_dir(d) and rundir.latest_checkpoint(d) is not None
             if processes.main and os.path.exists(d) and not again:  # started, killed before its first checkpoint

@@ -144,8 +144,7 @@ def make_teachers(config: cfg.TrainConfig, num_actions: int = C.NUM_ACTIONS, lan
     tc = config.teacher
     picked = range(config.num_lanes) if lanes is None else lanes
     every = config.lane_teachers()
-    ids = config.seeds  # built once: the property builds the whole list
-    lanes, seeds = [every[j] for j in picked], [ids[j] for j in picked]
+    lanes, seeds = [every[j] for j in picked], [config.seed_of(j) for j in picked]
     if not config.uses_teacher:
         return PerSeed([])
     if tc.scripted:

@@ -1,5 +1,6 @@
 """``bidijax sweep``: traced cells equal lone runs, programs split by structure, resume, bad specs."""
 
+import dataclasses
 import io
 import json
 import math
@@ -65,6 +66,9 @@ def test_plan_splits_programs_by_structure_only():
         assert {plan.cells[i]["arm"] for i in p.cells} == {p.config.arm}
         assert p.config.cells == {"ppo.lr": [1e-3, 2.5e-4], "ppo.clip_eps": [0.2, 0.2], "ppo.vf_coef": [0.5, 0.5]}
         assert p.config.seeds == [0, 1, 0, 1]  # lanes: cell after cell, the same seed ids in each
+        shifted = dataclasses.replace(p.config, seed=7)
+        for c in (p.config, shifted):
+            assert [c.seed_of(j) for j in range(c.num_lanes)] == c.seeds
     # a traced-only grid is one program, whatever the number of cells
     assert len(sw.plan({**SPEC, "grid": {"ppo.lr": [1e-3, 3e-4, 1e-4], "ppo.ent_coef": [0.0, 0.01]}}).programs) == 1
 
