@@ -4,12 +4,14 @@
 (``--iterations``, ``--ppo.num-envs``, ``--teacher.lr``, ...; ``--env`` and ``--teacher`` are
 short for ``--env-id`` and ``--teacher.name``), reads YAML/JSON config files (``--config``)
 and continues killed runs (``--resume RUN_DIR``). Bad input gets one line and exit code 2; a run
-stopped by a full disk gets one line and exit code 1 (``--resume`` continues it).
+stopped by a full disk gets one line and exit code 1, by Ctrl-C or SIGTERM one line and exit
+code 130 or 143 (``--resume`` continues it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import sys
@@ -43,20 +45,49 @@ def _fail(prog: str, err: Exception) -> int:
     return EXIT_STOPPED if isinstance(err, DiskFull) else EXIT_BAD_INPUT
 
 
-def _interrupted(prog: str, directory: str, run_dir: str | None) -> int:
-    """Ctrl-C: one line saying what was kept and how to continue; exit code 130 (SIGINT's).
-    Whatever the interrupt cut (an iteration, a checkpoint, a row) is redone by ``--resume``."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit), raised where Ctrl-C's ``KeyboardInterrupt``
+    would be so that both stop a run the same way."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises ``Terminated`` instead of killing the process at once;
+    the previous handler comes back afterwards. A no-op outside the main thread, where Python
+    cannot set signal handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(prog: str, directory: str, run_dir: str | None, err: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM: one line saying what was kept and how to continue; exit code 130
+    (SIGINT's) or 143 (SIGTERM's). Whatever the interrupt cut (an iteration, a checkpoint, a row)
+    is redone by ``--resume``."""
     import os
 
     from . import rundir
 
+    how, code = ("stopped by SIGTERM", 143) if isinstance(err, Terminated) else ("interrupted", 130)
     if not os.path.isdir(directory):  # interrupted while starting: nothing was created
-        print(f"bidijax {prog}: interrupted before the run started; nothing was kept", file=sys.stderr)
-        return 130
+        print(f"bidijax {prog}: {how} before the run started; nothing was kept", file=sys.stderr)
+        return code
     last = rundir.latest_checkpoint(run_dir) if run_dir else None
     kept = f"its last checkpoint is {os.path.basename(last)}; " if last else ""
-    print(f"bidijax {prog}: interrupted; {kept}continue with --resume {directory}", file=sys.stderr)
-    return 130
+    print(f"bidijax {prog}: {how}; {kept}continue with --resume {directory}", file=sys.stderr)
+    return code
 
 
 def _lost(prog: str, err: Exception) -> None:
@@ -223,8 +254,8 @@ def _train(args: argparse.Namespace) -> int:
         return _fail("train", err)
     except multihost.ProcessLost as err:
         _lost("train", err)
-    except KeyboardInterrupt:
-        return _interrupted("train", run_dir, run_dir)
+    except KeyboardInterrupt as err:
+        return _interrupted("train", run_dir, run_dir, err)
     if say:
         print(summary(rows, config, time.perf_counter() - start))
         print(f"run directory: {run_dir}")
@@ -320,9 +351,9 @@ def _sweep(args: argparse.Namespace) -> int:
     except multihost.ProcessLost as err:
         bar.close()
         _lost("sweep", err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         bar.close()
-        return _interrupted("sweep", out, None)
+        return _interrupted("sweep", out, None, err)
     finally:
         bar.close()
     if say:
@@ -459,9 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     if args.command == "train":
-        return _train(args)
+        with _sigterm_as_interrupt():
+            return _train(args)
     if args.command == "sweep":
-        return _sweep(args)
+        with _sigterm_as_interrupt():
+            return _sweep(args)
     if args.command == "plot":
         return _plot(args)
     if args.command == "report":

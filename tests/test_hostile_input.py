@@ -288,3 +288,31 @@ def test_ctrl_c_stops_with_one_line_and_resumes_exactly(tmp_path):
     _, reference = train(c, str(tmp_path / "reference"))
     assert main(["train", "--resume", d, "--quiet"]) == 0
     same(comparable(rundir.read_metrics(d, typed=True)), comparable(reference), rtol=0, atol=0)
+
+
+def test_sigterm_stops_train_like_ctrl_c_and_restores_the_handler(tmp_path, monkeypatch, capsys):
+    """A scheduler's time limit (SIGTERM) gets Ctrl-C's one line, with SIGTERM's exit code 143,
+    instead of killing the process silently; the handler is only bidijax's while it trains."""
+    import json
+    import signal
+    import time
+
+    from bidijax import cli, loop
+
+    d = tmp_path / "run"
+
+    def killed_after_first_checkpoint(config, run_dir, **kw):
+        ckpt = d / "checkpoints" / "it-000001"
+        ckpt.mkdir(parents=True)
+        (ckpt / "meta.json").write_text(json.dumps({"iteration": 1}))
+        (d / "checkpoints" / "LATEST").write_text("it-000001")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # cut short by the handler's exception
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(loop, "train", killed_after_first_checkpoint)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["train", "--arm=ppo", "--iterations=2", f"--run-dir={d}", "--quiet"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"bidijax train: stopped by SIGTERM; its last checkpoint is it-000001; continue with --resume {d}"
+    assert signal.getsignal(signal.SIGTERM) is before
