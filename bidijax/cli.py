@@ -224,9 +224,11 @@ def _train(args: argparse.Namespace) -> int:
             saved = rundir.read_config(args.resume)
             config = config_from_args(args, base=saved)
             run_dir = args.resume
-            last = rundir.resume_checkpoint(run_dir, config.num_lanes)
-            if last is not None and rundir.checkpoint_meta(last).get("iteration") == config.iterations:
-                print(f"bidijax train: {run_dir} is finished (all {config.iterations} iterations, every row in its metrics.csv); "
+            last = rundir.latest_checkpoint(run_dir)  # the last iteration's checkpoint and rows (rows
+            # before it may have been dropped by experiments/compact_results.py, so not resume_checkpoint)
+            if last is not None and rundir.checkpoint_meta(last).get("iteration") == config.iterations \
+                    and rundir.finished(run_dir, config.iterations, config.num_lanes):
+                print(f"bidijax train: {run_dir} is finished (all {config.iterations} iterations, the last one's rows in its metrics.csv); "
                       "nothing to resume")
                 return 0
         else:

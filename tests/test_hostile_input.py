@@ -167,6 +167,22 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(capsys, tmp_path, f
     assert _files(d) == before
 
 
+def test_a_compacted_finished_run_is_finished_on_resume(capsys, tmp_path, finished):
+    """``experiments/compact_results.py`` drops a finished run's non-evaluation rows; resuming
+    it must not take the missing rows for lost ones and train it again from the start."""
+    from bidijax.cli import main
+
+    d = _copy(finished[0], tmp_path)
+    lines = open(f"{d}/metrics.csv").read().splitlines(keepends=True)
+    last = [ln for ln in lines[1:] if ln.startswith("2,")]
+    assert last and len(last) < len(lines) - 1  # the header is "iteration,...": keep only iteration 2
+    open(f"{d}/metrics.csv", "w").write(lines[0] + "".join(last))
+    before = _files(d)
+    assert main(["train", "--resume", d]) == 0
+    assert "is finished (all 2 iterations" in capsys.readouterr().out
+    assert _files(d) == before
+
+
 @pytest.mark.parametrize(
     "name, content, needles",
     [
